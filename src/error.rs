@@ -1,0 +1,149 @@
+//! Errors of the engine. Each `Display` names the problem in words a client
+//! can act on; the node maps them onto the protocol's replies:
+//! [`ConcurrencyError`] → `concurrency_error`, [`IdConflict`] → error 22,
+//! [`InvalidAppend`] → error 12.
+
+use crate::types::{EventId, Version};
+use std::fmt;
+
+/// The aggregate is not at the version the writer expected. Nothing was
+/// appended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConcurrencyError {
+    /// The version the writer expected.
+    pub expected: Version,
+    /// The aggregate's version when the append was checked.
+    pub current: Version,
+}
+
+impl fmt::Display for ConcurrencyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Expected version {}, got {}", self.expected, self.current)
+    }
+}
+
+/// A client-given event id is already used in a way that makes the append
+/// neither new nor a retry. Nothing was appended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IdConflict {
+    /// The id belongs to an event of another aggregate, or to an event of
+    /// this aggregate that is not the first of the batch.
+    AlreadyStored {
+        /// The id that clashed.
+        id: EventId,
+        /// The aggregate holding the event with that id.
+        aggregate_id: String,
+        /// That event's version in its aggregate.
+        version: Version,
+    },
+    /// The batch's first id is in this aggregate but the events that follow
+    /// it there do not carry the batch's other ids in order.
+    RetryMismatch {
+        /// The batch's first id (already stored).
+        first: EventId,
+        /// Index in the batch of the first event that differs.
+        index: usize,
+    },
+}
+
+impl fmt::Display for IdConflict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IdConflict::AlreadyStored {
+                id,
+                aggregate_id,
+                version,
+            } => write!(
+                f,
+                "event_id {id} is already stored, as version {version} of aggregate {aggregate_id:?}"
+            ),
+            IdConflict::RetryMismatch { first, index } => write!(
+                f,
+                "batch starting with stored event_id {first} is not a retry: event {index} differs from what was stored after it"
+            ),
+        }
+    }
+}
+
+/// An append the store refuses to look at: a field is missing, empty,
+/// malformed or too large.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidAppend {
+    /// The field, e.g. `aggregate_id` or `events[3].event_type`.
+    pub field: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl fmt::Display for InvalidAppend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.problem)
+    }
+}
+
+/// Why an append was rejected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AppendError {
+    /// The expected version did not match.
+    Concurrency(ConcurrencyError),
+    /// An event id clashes with a stored event.
+    IdConflict(IdConflict),
+    /// The request itself is malformed.
+    Invalid(InvalidAppend),
+}
+
+impl fmt::Display for AppendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AppendError::Concurrency(e) => e.fmt(f),
+            AppendError::IdConflict(e) => e.fmt(f),
+            AppendError::Invalid(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for ConcurrencyError {}
+impl std::error::Error for IdConflict {}
+impl std::error::Error for InvalidAppend {}
+impl std::error::Error for AppendError {}
+
+impl From<ConcurrencyError> for AppendError {
+    fn from(e: ConcurrencyError) -> Self {
+        AppendError::Concurrency(e)
+    }
+}
+
+impl From<IdConflict> for AppendError {
+    fn from(e: IdConflict) -> Self {
+        AppendError::IdConflict(e)
+    }
+}
+
+impl From<InvalidAppend> for AppendError {
+    fn from(e: InvalidAppend) -> Self {
+        AppendError::Invalid(e)
+    }
+}
+
+impl InvalidAppend {
+    pub(crate) fn new(field: impl Into<String>, problem: impl Into<String>) -> InvalidAppend {
+        InvalidAppend {
+            field: field.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concurrency_error_reads_like_the_protocol() {
+        let e = ConcurrencyError {
+            expected: Version(5),
+            current: Version(0),
+        };
+        assert_eq!(e.to_string(), "Expected version 5, got 0");
+    }
+}

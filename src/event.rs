@@ -1,0 +1,218 @@
+//! Events: what a writer hands in ([`NewEvent`]) and what the store keeps
+//! ([`Event`]).
+//!
+//! An event is stored compactly: its event type, `event_data` and `metadata`
+//! are kept as the raw JSON text the writer gave, packed into one heap
+//! allocation (`type ‖ data ‖ metadata`, split by two lengths). No
+//! `serde_json::Value` tree is built: a tree of a 60-byte object costs
+//! several allocations and ~10× the bytes, and raw text round-trips numbers
+//! and key order exactly. Its sequence number is not stored at all: it is the
+//! event's position in the global log.
+
+use crate::json;
+use crate::store::Aggregate;
+use crate::time::Timestamp;
+use crate::types::{EventId, SequenceNumber, Version};
+use serde_json::value::RawValue;
+use std::sync::Arc;
+
+/// An event to append.
+#[derive(Clone, Copy, Debug)]
+pub struct NewEvent<'a> {
+    /// Non-empty name of what happened, e.g. `"UserCreated"`.
+    pub event_type: &'a str,
+    /// The event's payload: any JSON.
+    pub data: &'a RawValue,
+    /// Optional metadata: must be a JSON object.
+    pub metadata: Option<&'a RawValue>,
+    /// A client-chosen id (for idempotent retries); generated when `None`.
+    pub id: Option<EventId>,
+}
+
+impl<'a> NewEvent<'a> {
+    /// An event with the given type and data, no metadata, generated id.
+    pub fn new(event_type: &'a str, data: &'a RawValue) -> NewEvent<'a> {
+        NewEvent {
+            event_type,
+            data,
+            metadata: None,
+            id: None,
+        }
+    }
+
+    /// The same event with a client-chosen id.
+    pub fn with_id(self, id: EventId) -> NewEvent<'a> {
+        NewEvent {
+            id: Some(id),
+            ..self
+        }
+    }
+
+    /// The same event with metadata (a JSON object).
+    pub fn with_metadata(self, metadata: &'a RawValue) -> NewEvent<'a> {
+        NewEvent {
+            metadata: Some(metadata),
+            ..self
+        }
+    }
+}
+
+/// A stored event. Immutable once appended.
+#[derive(Debug)]
+pub struct Event {
+    recorded_at: Timestamp,
+    id: EventId,
+    aggregate: Arc<Aggregate>,
+    version: Version,
+    /// `event_type ‖ event_data ‖ metadata` (metadata empty when absent: a
+    /// JSON object is never zero bytes long).
+    payload: Box<str>,
+    type_len: u32,
+    data_len: u32,
+}
+
+/// The packed text of an event before it has a position (built outside the
+/// serial section of an append).
+#[derive(Debug)]
+pub(crate) struct Payload {
+    pub(crate) text: Box<str>,
+    pub(crate) type_len: u32,
+    pub(crate) data_len: u32,
+    pub(crate) id: Option<EventId>,
+}
+
+impl Payload {
+    /// Packs an event's texts. The caller has checked that every part fits
+    /// in `u32` (see `store::validate`).
+    pub(crate) fn pack(e: &NewEvent<'_>) -> Payload {
+        let data = e.data.get();
+        let meta = e.metadata.map_or("", RawValue::get);
+        let mut text = String::with_capacity(e.event_type.len() + data.len() + meta.len());
+        text.push_str(e.event_type);
+        text.push_str(data);
+        text.push_str(meta);
+        Payload {
+            text: text.into_boxed_str(),
+            type_len: e.event_type.len() as u32,
+            data_len: data.len() as u32,
+            id: e.id,
+        }
+    }
+}
+
+impl Event {
+    pub(crate) fn new(
+        payload: Payload,
+        id: EventId,
+        aggregate: Arc<Aggregate>,
+        version: Version,
+        recorded_at: Timestamp,
+    ) -> Event {
+        Event {
+            recorded_at,
+            id,
+            aggregate,
+            version,
+            payload: payload.text,
+            type_len: payload.type_len,
+            data_len: payload.data_len,
+        }
+    }
+
+    /// The event's id.
+    pub fn id(&self) -> EventId {
+        self.id
+    }
+
+    /// The aggregate the event belongs to.
+    pub fn aggregate_id(&self) -> &str {
+        self.aggregate.name()
+    }
+
+    pub(crate) fn aggregate(&self) -> &Arc<Aggregate> {
+        &self.aggregate
+    }
+
+    /// The aggregate's version after this event (1 for its first event).
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// When the event was appended. Never earlier than the event before it
+    /// in sequence order.
+    pub fn recorded_at(&self) -> Timestamp {
+        self.recorded_at
+    }
+
+    /// The event type.
+    pub fn event_type(&self) -> &str {
+        &self.payload[..self.type_len as usize]
+    }
+
+    /// The event data, as the JSON text the writer gave.
+    pub fn data(&self) -> &str {
+        let start = self.type_len as usize;
+        &self.payload[start..start + self.data_len as usize]
+    }
+
+    /// The metadata JSON object text, if the writer gave one.
+    pub fn metadata(&self) -> Option<&str> {
+        let start = self.type_len as usize + self.data_len as usize;
+        let meta = &self.payload[start..];
+        (!meta.is_empty()).then_some(meta)
+    }
+
+    /// Appends the protocol's JSON form of this event (at position `seq`):
+    /// `{"sequence_number","event_id","aggregate_id","version","event_type",
+    /// "event_data","metadata"?,"recorded_at"}`.
+    pub fn write_json(&self, seq: SequenceNumber, out: &mut Vec<u8>) {
+        out.push(b'{');
+        json::write_key(out, "sequence_number");
+        json::write_u64(out, seq.0);
+        out.extend_from_slice(b",\"event_id\":\"");
+        self.id.write_to(out);
+        out.extend_from_slice(b"\",");
+        json::write_key(out, "aggregate_id");
+        json::write_str(out, self.aggregate_id());
+        out.push(b',');
+        json::write_key(out, "version");
+        json::write_u64(out, self.version.0);
+        out.push(b',');
+        json::write_key(out, "event_type");
+        json::write_str(out, self.event_type());
+        out.push(b',');
+        json::write_key(out, "event_data");
+        out.extend_from_slice(self.data().as_bytes());
+        if let Some(meta) = self.metadata() {
+            out.push(b',');
+            json::write_key(out, "metadata");
+            out.extend_from_slice(meta.as_bytes());
+        }
+        out.extend_from_slice(b",\"recorded_at\":\"");
+        self.recorded_at.write_rfc3339(out);
+        out.extend_from_slice(b"\"}");
+    }
+}
+
+/// An event together with its position in the global log.
+#[derive(Clone, Copy, Debug)]
+pub struct RecordedEvent<'a> {
+    /// The event's position in the global log.
+    pub sequence_number: SequenceNumber,
+    /// The event.
+    pub event: &'a Event,
+}
+
+impl std::ops::Deref for RecordedEvent<'_> {
+    type Target = Event;
+    fn deref(&self) -> &Event {
+        self.event
+    }
+}
+
+impl RecordedEvent<'_> {
+    /// Appends the protocol's JSON form of this event.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        self.event.write_json(self.sequence_number, out);
+    }
+}

@@ -1,0 +1,75 @@
+//! An event store: an append-only log of immutable events, grouped into
+//! aggregates (streams) with optimistic concurrency, numbered by a dense
+//! global sequence.
+//!
+//! The crate is two things: the **engine**, a thread-safe [`EventStore`]
+//! that many threads append to and read from at once, and the **node**, the
+//! `eventstore` binary speaking JSON lines on stdin/stdout (the protocol is
+//! in `PROTOCOL.md`, summarised in the README).
+//!
+//! # Layout
+//!
+//! ```text
+//! types.rs      newtypes: SequenceNumber, Version, EventId, ExpectedVersion
+//! time.rs       Timestamp: microseconds, RFC 3339 format and parse
+//! ids.rs        generated event ids: a keyed permutation of the sequence number
+//! json.rs       allocation-free JSON writing helpers
+//! event.rs      NewEvent (input) and Event (stored, raw JSON text packed)
+//! fold.rs       the state fold (shallow merge) on raw JSON text
+//! log.rs        the global log: AtomicU64 tickets, lock-free contiguous reads
+//! store.rs      EventStore: aggregates in a DashMap, append, reads
+//! snapshot.rs   snapshots, replay, state-at-time (plans executed later)
+//! error.rs      error enums with protocol-ready messages
+//! protocol/     the sans-IO core: decode a line, apply it, encode the reply
+//!   request.rs    line → Request (borrowed, every field checked)
+//!   handler.rs    Request → Outcome (serial, on the store) → reply bytes
+//! node/         plumbing: threads and pipes around the protocol core
+//!   lines.rs      splitting input into lines, skipping over-long ones
+//!   pipeline.rs   reader thread, worker pool, in-order apply, reorder buffer
+//! main.rs       the binary: flags only
+//! ```
+//!
+//! # Example
+//!
+//! ```
+//! use eventstore::{EventStore, ExpectedVersion, NewEvent, Version};
+//! use serde_json::value::RawValue;
+//!
+//! let store = EventStore::new();
+//! let created = RawValue::from_string(r#"{"name":"John","age":41}"#.into()).unwrap();
+//! let renamed = RawValue::from_string(r#"{"name":"Jane"}"#.into()).unwrap();
+//! store.append("user-1", ExpectedVersion::Exact(Version(0)), &[NewEvent::new("Created", &created)]).unwrap();
+//! store.append("user-1", ExpectedVersion::Any, &[NewEvent::new("Renamed", &renamed)]).unwrap();
+//!
+//! store.create_snapshot("user-1", None, None).unwrap();
+//! let replay = store.replay("user-1", true);
+//! assert_eq!(replay.state, r#"{"name":"Jane","age":41}"#);
+//! assert_eq!(replay.events_replayed, 0);
+//!
+//! let all = store.read_all(eventstore::SequenceNumber(1), 10);
+//! assert_eq!(all.events.len(), 2);
+//! assert_eq!(all.events[1].event_type(), "Renamed");
+//! ```
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod event;
+pub mod fold;
+pub mod ids;
+pub mod json;
+mod log;
+pub mod node;
+pub mod protocol;
+pub mod snapshot;
+pub mod store;
+pub mod time;
+pub mod types;
+
+pub use error::{AppendError, ConcurrencyError, IdConflict, InvalidAppend};
+pub use event::{Event, NewEvent, RecordedEvent};
+pub use snapshot::{FoldPlan, Replay, Snapshot};
+pub use store::{AllSlice, Appended, EventStore, Positions, StreamSlice};
+pub use time::Timestamp;
+pub use types::{EventId, ExpectedVersion, SequenceNumber, Version};

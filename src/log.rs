@@ -1,0 +1,218 @@
+//! The global log: every event in sequence-number order, readable without
+//! locks, appended through a ticket taken from one `AtomicU64`.
+//!
+//! # Layout
+//!
+//! Slots live in chunks that double in size (1 Ki, 2 Ki, 4 Ki, … slots), found
+//! through a fixed directory of 53 `OnceLock`ed chunk pointers, enough for
+//! 2⁶² events. Chunks never move and are never freed while the log lives, so a
+//! reader gets a plain `&Event` tied to the log's lifetime: no reference
+//! counts, no lock, no copy. Each slot is a `OnceLock<Event>`: written once, by
+//! the one writer holding that sequence number's ticket.
+//!
+//! # Appending: reserve, wait for the turn, write, publish
+//!
+//! 1. `next.fetch_add(n)` reserves `n` consecutive sequence numbers (the
+//!    ticket). The atomic's total modification order is the order of the log.
+//! 2. The writer waits until `published == first - 1`: every earlier ticket
+//!    has been written. Waiting is short (earlier writers are between steps 1
+//!    and 4, which only move prepared values into slots) and bounded (each
+//!    waits only on strictly smaller tickets, so there is no cycle).
+//! 3. It stamps `recorded_at = max(now, previous event's recorded_at)`, so
+//!    timestamps never go backwards in sequence order even when the wall
+//!    clock does or when two writers read it in the other order, then writes
+//!    its slots.
+//! 4. `published.store(last, Release)` makes them visible.
+//!
+//! Readers load `published` with `Acquire` and read only slots at or below
+//! it. Hence the invariant the SQL-backed stores broke (a reader sees event
+//! N+1 while N is still invisible, skips N for ever): here a reader always
+//! sees a contiguous prefix, and an append that has returned is visible to
+//! every later reader (linearizable).
+//!
+//! A rejected append never reaches step 1, so it takes no sequence number
+//! (dense). The callers hold the aggregate's lock across all four steps, so
+//! along one aggregate sequence numbers rise with versions.
+//!
+//! Nothing between steps 1 and 4 may panic: a lost ticket would stall every
+//! later writer. The only operations there are a chunk lookup (which may
+//! allocate; allocation failure aborts, it does not unwind), `OnceLock::set`
+//! on a slot nobody else can hold, and arithmetic.
+
+use crate::event::Event;
+use crate::time::Timestamp;
+use crate::types::SequenceNumber;
+use crossbeam::utils::{Backoff, CachePadded};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+/// log2 of the first chunk's slot count.
+const FIRST_CHUNK_BITS: u32 = 10;
+/// Chunks needed to cover sequence numbers up to 2⁶².
+const CHUNKS: usize = 53;
+
+type Chunk = Box<[OnceLock<Event>]>;
+
+/// The state the ticket holder touches, on its own cache line so that
+/// readers polling `published` do not share a line with `next`, which every
+/// writer hammers.
+struct Tail {
+    /// Highest sequence number whose slot is written and visible.
+    published: AtomicU64,
+    /// `recorded_at` of the event at `published`, in microseconds. Written
+    /// only by the ticket holder before it publishes, read by the next one
+    /// after it has seen that publish (Acquire), so `Relaxed` suffices.
+    last_recorded_micros: AtomicI64,
+}
+
+/// The append-only global log. See the module docs.
+pub(crate) struct Log {
+    chunks: [OnceLock<Chunk>; CHUNKS],
+    /// Highest sequence number handed out (ticket counter).
+    next: CachePadded<AtomicU64>,
+    tail: CachePadded<Tail>,
+}
+
+/// Chunk index and offset of a sequence number (which must be ≥ 1).
+fn locate(seq: u64) -> (usize, usize) {
+    let i = seq - 1 + (1 << FIRST_CHUNK_BITS);
+    let chunk = (63 - i.leading_zeros() - FIRST_CHUNK_BITS) as usize;
+    let offset = (i - (1 << (chunk as u32 + FIRST_CHUNK_BITS))) as usize;
+    (chunk, offset)
+}
+
+fn chunk_len(chunk: usize) -> usize {
+    1 << (chunk as u32 + FIRST_CHUNK_BITS)
+}
+
+fn new_chunk(chunk: usize) -> Chunk {
+    (0..chunk_len(chunk)).map(|_| OnceLock::new()).collect()
+}
+
+impl Log {
+    pub(crate) fn new() -> Log {
+        Log {
+            chunks: [const { OnceLock::new() }; CHUNKS],
+            next: CachePadded::new(AtomicU64::new(0)),
+            tail: CachePadded::new(Tail {
+                published: AtomicU64::new(0),
+                last_recorded_micros: AtomicI64::new(i64::MIN),
+            }),
+        }
+    }
+
+    /// Highest visible sequence number (0 when the log is empty).
+    pub(crate) fn head(&self) -> SequenceNumber {
+        // Acquire: pairs with the Release in `append`, so every slot at or
+        // below the value read is fully written and visible to this thread.
+        SequenceNumber(self.tail.published.load(Ordering::Acquire))
+    }
+
+    /// The event at `seq`, if it is visible.
+    pub(crate) fn event(&self, seq: SequenceNumber) -> Option<&Event> {
+        if seq.0 == 0 || seq > self.head() {
+            return None;
+        }
+        let (chunk, offset) = locate(seq.0);
+        let event = self.chunks[chunk].get().and_then(|c| c[offset].get());
+        // Read side of the publication invariant: at or below `published`,
+        // every slot is written.
+        debug_assert!(event.is_some(), "published slot {seq} is empty");
+        event
+    }
+
+    /// Appends `items.len()` events with consecutive sequence numbers and
+    /// returns the first. `build` turns each prepared item into its event
+    /// given its sequence number and timestamp; it must not panic.
+    ///
+    /// `now` is the caller's reading of the clock (taken before the ticket,
+    /// to keep the clock read out of the serial section); the event gets
+    /// `max(now, previous recorded_at)`.
+    pub(crate) fn append<T, I, F>(&self, items: I, now: Timestamp, mut build: F) -> SequenceNumber
+    where
+        I: ExactSizeIterator<Item = T>,
+        F: FnMut(SequenceNumber, Timestamp, T) -> Event,
+    {
+        let n = items.len() as u64;
+        debug_assert!(n > 0, "empty append reached the log");
+        // Relaxed: the ticket only needs the RMW's atomicity (a unique,
+        // consecutive range); ordering with other memory is done by the
+        // Acquire/Release pair on `published` below.
+        let first = self.next.fetch_add(n, Ordering::Relaxed) + 1;
+
+        // Wait for every earlier ticket to publish. Acquire: we read the
+        // predecessor's `last_recorded_micros` next.
+        let backoff = Backoff::new();
+        while self.tail.published.load(Ordering::Acquire) != first - 1 {
+            backoff.snooze();
+        }
+        let previous = self.tail.last_recorded_micros.load(Ordering::Relaxed);
+        let recorded_at = Timestamp(now.0.max(previous));
+
+        let mut seq = first;
+        for item in items {
+            let (chunk, offset) = locate(seq);
+            let slots = self.chunks[chunk].get_or_init(|| new_chunk(chunk));
+            let stored = slots[offset].set(build(SequenceNumber(seq), recorded_at, item));
+            // Write side of the publication invariant: each slot is written
+            // exactly once, in ticket order.
+            debug_assert!(stored.is_ok(), "slot {seq} written twice");
+            seq += 1;
+        }
+        debug_assert_eq!(seq, first + n, "iterator length lied");
+        let last = seq - 1;
+        self.tail
+            .last_recorded_micros
+            .store(recorded_at.0, Ordering::Relaxed);
+        // Release: makes the slot writes above (and last_recorded_micros)
+        // visible to whoever Acquire-loads this value.
+        self.tail.published.store(last, Ordering::Release);
+
+        // Outside the serial section now: if this append reached the upper
+        // half of its chunk, allocate the next chunk, so that no writer
+        // allocates (and initialises megabytes) while others wait on it.
+        let (chunk, offset) = locate(last);
+        if offset >= chunk_len(chunk) / 2 && chunk + 1 < CHUNKS {
+            self.chunks[chunk + 1].get_or_init(|| new_chunk(chunk + 1));
+        }
+        SequenceNumber(first)
+    }
+
+    /// Bytes held by allocated chunk slots (for memory accounting).
+    pub(crate) fn slot_bytes(&self) -> usize {
+        self.chunks
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.get().is_some())
+            .map(|(i, _)| chunk_len(i) * std::mem::size_of::<OnceLock<Event>>())
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locate_maps_sequence_numbers_onto_doubling_chunks() {
+        assert_eq!(locate(1), (0, 0));
+        assert_eq!(locate(1024), (0, 1023));
+        assert_eq!(locate(1025), (1, 0));
+        assert_eq!(locate(1024 + 2048), (1, 2047));
+        assert_eq!(locate(1024 + 2048 + 1), (2, 0));
+        let (c, o) = locate(1 << 62);
+        assert!(c < CHUNKS && o < chunk_len(c));
+        // Every sequence number maps to exactly one slot: walk a range and
+        // check offsets are consecutive within a chunk.
+        let mut prev = locate(1);
+        for seq in 2..100_000u64 {
+            let cur = locate(seq);
+            if cur.0 == prev.0 {
+                assert_eq!(cur.1, prev.1 + 1);
+            } else {
+                assert_eq!((cur.0, cur.1, prev.1 + 1), (prev.0 + 1, 0, chunk_len(prev.0)));
+            }
+            prev = cur;
+        }
+    }
+}

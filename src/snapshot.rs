@@ -1,0 +1,257 @@
+//! Snapshots, replay and state-at-a-time: the reads that fold events.
+//!
+//! # Plans: capture cheaply, fold later
+//!
+//! Each folding read is split in two. The *plan* is taken under the
+//! aggregate's lock and is O(1): the aggregate, its version and its snapshot
+//! at that instant. *Executing* the plan folds the events, with no lock held
+//! except a brief one to copy sequence numbers. Because events are immutable
+//! and an aggregate's first `v` events never change, executing a plan later
+//! gives exactly the state as of the instant it was taken. The node takes
+//! plans in its serial apply step and executes them on its parallel workers.
+//!
+//! # Lazy snapshots
+//!
+//! A snapshot of the fold (no client-given state) is recorded as just its
+//! version: the fold of the first `v` events is fixed forever, so it is
+//! computed on first read and memoised (`OnceLock`). Creating one is O(1);
+//! a snapshot with a given state stores that JSON text.
+
+use crate::error::ConcurrencyError;
+use crate::fold::Fold;
+use crate::store::{Aggregate, EventStore};
+use crate::time::Timestamp;
+use crate::types::{SequenceNumber, Version};
+use serde_json::value::RawValue;
+use std::sync::{Arc, OnceLock};
+
+/// A stored snapshot.
+#[derive(Debug)]
+pub(crate) struct SnapshotRecord {
+    version: Version,
+    state: SnapshotState,
+}
+
+#[derive(Debug)]
+enum SnapshotState {
+    /// The state a client gave.
+    Given(Box<str>),
+    /// The fold of the first `version` events, computed on first read.
+    Folded(OnceLock<Box<str>>),
+}
+
+/// A snapshot as read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The aggregate's version when the snapshot was taken.
+    pub version: Version,
+    /// The state, as JSON text.
+    pub state: String,
+}
+
+/// The result of a replay.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Replay {
+    /// The version of the snapshot the fold started from (`Some(Version(0))`
+    /// when a snapshot was asked for and there is none; `None` when none was
+    /// asked for).
+    pub snapshot_version: Option<Version>,
+    /// How many events were folded (after the snapshot, if one was used).
+    pub events_replayed: u64,
+    /// The resulting state, as JSON text.
+    pub state: String,
+}
+
+/// A folding read captured at one instant; see the module docs.
+#[derive(Debug, Default)]
+pub struct FoldPlan {
+    aggregate: Option<Arc<Aggregate>>,
+    snapshot: Option<Arc<SnapshotRecord>>,
+    /// Fold from `start` (exclusive) ...
+    start: Version,
+    /// ... to `end` (inclusive).
+    end: Version,
+    /// Only events recorded at or before this time.
+    until: Option<Timestamp>,
+}
+
+impl FoldPlan {
+    /// The version of the snapshot the fold starts from (0 when none).
+    pub fn snapshot_version(&self) -> Version {
+        self.start
+    }
+
+    /// Folds and writes the state as JSON text to `out`; returns the number
+    /// of events folded.
+    pub fn write_state(&self, store: &EventStore, out: &mut Vec<u8>) -> u64 {
+        let Some(aggregate) = &self.aggregate else {
+            out.extend_from_slice(b"{}");
+            return 0;
+        };
+        let start_state = self.snapshot.as_ref().map(|s| s.state_text(store, aggregate));
+        let mut fold = start_state.map_or_else(Fold::new, Fold::from_state);
+        let seqs = store.stream_slice(aggregate, Version(self.start.0 + 1), self.end);
+        let mut folded = 0;
+        for seq in seqs {
+            let Some(event) = store.log.event(seq) else { break };
+            if self.until.is_some_and(|t| event.recorded_at() > t) {
+                // recorded_at never falls along the log, and sequence numbers
+                // rise along the aggregate: no later event can qualify.
+                break;
+            }
+            fold.apply(event.data());
+            folded += 1;
+        }
+        fold.write(out);
+        folded
+    }
+
+    /// Folds and returns the state as a string, with the count of events.
+    pub fn state(&self, store: &EventStore) -> (String, u64) {
+        let mut out = Vec::new();
+        let n = self.write_state(store, &mut out);
+        (String::from_utf8(out).unwrap_or_default(), n)
+    }
+}
+
+impl SnapshotRecord {
+    /// The snapshot's state text, folding it on first use.
+    fn state_text<'s>(&'s self, store: &EventStore, aggregate: &Aggregate) -> &'s str {
+        match &self.state {
+            SnapshotState::Given(text) => text,
+            SnapshotState::Folded(memo) => memo.get_or_init(|| {
+                let plan = FoldPlan {
+                    aggregate: None,
+                    snapshot: None,
+                    start: Version::INITIAL,
+                    end: self.version,
+                    until: None,
+                };
+                let mut fold = Fold::new();
+                let seqs = store.stream_slice(aggregate, Version(1), plan.end);
+                for event in seqs.into_iter().filter_map(|s| store.log.event(s)) {
+                    fold.apply(event.data());
+                }
+                fold.to_json().into_boxed_str()
+            }),
+        }
+    }
+}
+
+impl EventStore {
+    /// Saves a snapshot at the aggregate's current version: `state` if given,
+    /// else the fold of its events. Replaces its earlier snapshot. With
+    /// `expected`, the aggregate must be at that version. An aggregate with no
+    /// events is at version 0 and can be snapshotted there.
+    pub fn create_snapshot(
+        &self,
+        aggregate_id: &str,
+        expected: Option<Version>,
+        state: Option<&RawValue>,
+    ) -> Result<Version, ConcurrencyError> {
+        let aggregate = match self.find(aggregate_id) {
+            Some(a) => a,
+            None => match expected {
+                Some(v) if v != Version::INITIAL => {
+                    return Err(ConcurrencyError {
+                        expected: v,
+                        current: Version::INITIAL,
+                    });
+                }
+                _ => self.find_or_create(aggregate_id),
+            },
+        };
+        let state = match state {
+            Some(raw) => SnapshotState::Given(raw.get().into()),
+            None => SnapshotState::Folded(OnceLock::new()),
+        };
+        let mut stream = aggregate.stream.lock();
+        let current = stream.version();
+        if let Some(v) = expected.filter(|&v| v != current) {
+            return Err(ConcurrencyError {
+                expected: v,
+                current,
+            });
+        }
+        stream.snapshot = Some(Arc::new(SnapshotRecord {
+            version: current,
+            state,
+        }));
+        Ok(current)
+    }
+
+    /// The aggregate's latest snapshot, if any.
+    pub fn snapshot(&self, aggregate_id: &str) -> Option<Snapshot> {
+        let (aggregate, record) = self.snapshot_record(aggregate_id)?;
+        Some(Snapshot {
+            version: record.version,
+            state: record.state_text(self, &aggregate).to_owned(),
+        })
+    }
+
+    /// The aggregate and its latest snapshot record (taken under its lock).
+    pub(crate) fn snapshot_record(&self, aggregate_id: &str) -> Option<(Arc<Aggregate>, Arc<SnapshotRecord>)> {
+        let aggregate = self.find(aggregate_id)?;
+        let record = aggregate.stream.lock().snapshot.clone()?;
+        Some((aggregate, record))
+    }
+
+    /// Writes a snapshot record's version and state (for the node's encoder).
+    pub(crate) fn write_snapshot_state(&self, aggregate: &Aggregate, record: &SnapshotRecord, out: &mut Vec<u8>) -> Version {
+        out.extend_from_slice(record.state_text(self, aggregate).as_bytes());
+        record.version
+    }
+
+    /// Captures a replay: all events, or those after the latest snapshot.
+    pub fn replay_plan(&self, aggregate_id: &str, use_snapshot: bool) -> FoldPlan {
+        self.plan(aggregate_id, use_snapshot, None)
+    }
+
+    /// Captures the fold of the events recorded at or before `at`.
+    pub fn state_plan(&self, aggregate_id: &str, at: Timestamp) -> FoldPlan {
+        self.plan(aggregate_id, false, Some(at))
+    }
+
+    fn plan(&self, aggregate_id: &str, use_snapshot: bool, until: Option<Timestamp>) -> FoldPlan {
+        let Some(aggregate) = self.find(aggregate_id) else {
+            return FoldPlan::default();
+        };
+        let (end, snapshot) = {
+            let stream = aggregate.stream.lock();
+            let snapshot = if use_snapshot { stream.snapshot.clone() } else { None };
+            (stream.version(), snapshot)
+        };
+        FoldPlan {
+            start: snapshot.as_ref().map_or(Version::INITIAL, |s| s.version),
+            aggregate: Some(aggregate),
+            snapshot,
+            end,
+            until,
+        }
+    }
+
+    /// Rebuilds an aggregate's state: the fold of all its events, or of the
+    /// events after its latest snapshot starting from the snapshot's state.
+    pub fn replay(&self, aggregate_id: &str, use_snapshot: bool) -> Replay {
+        let plan = self.replay_plan(aggregate_id, use_snapshot);
+        let (state, events_replayed) = plan.state(self);
+        Replay {
+            snapshot_version: use_snapshot.then(|| plan.snapshot_version()),
+            events_replayed,
+            state,
+        }
+    }
+
+    /// The aggregate's state as of `at`: the fold of its events recorded at
+    /// or before that time.
+    pub fn state_at(&self, aggregate_id: &str, at: Timestamp) -> String {
+        self.state_plan(aggregate_id, at).state(self).0
+    }
+
+    /// Sequence numbers of an aggregate's events (for tests and tools).
+    pub fn stream_sequence_numbers(&self, aggregate_id: &str) -> Vec<SequenceNumber> {
+        self.find(aggregate_id)
+            .map(|a| a.stream.lock().seqs.clone())
+            .unwrap_or_default()
+    }
+}
