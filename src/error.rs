@@ -18,7 +18,11 @@ pub struct ConcurrencyError {
 
 impl fmt::Display for ConcurrencyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Expected version {}, got {}", self.expected, self.current)
+        write!(
+            f,
+            "Expected version {}, got {}",
+            self.expected, self.current
+        )
     }
 }
 

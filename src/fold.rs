@@ -189,13 +189,19 @@ mod tests {
 
     #[test]
     fn shallow_merge_replaces_keys_in_place_and_appends_new_ones() {
-        let state = fold(None, &[r#"{"a":1,"b":{"x":1}}"#, r#"{"c":3,"a":2,"b":{"y":2}}"#]);
+        let state = fold(
+            None,
+            &[r#"{"a":1,"b":{"x":1}}"#, r#"{"c":3,"a":2,"b":{"y":2}}"#],
+        );
         assert_eq!(state, r#"{"a":2,"b":{"y":2},"c":3}"#);
     }
 
     #[test]
     fn non_object_events_leave_state_unchanged() {
-        assert_eq!(fold(None, &[r#"{"a":1}"#, "5", "[1,2]", "null", r#""s""#]), r#"{"a":1}"#);
+        assert_eq!(
+            fold(None, &[r#"{"a":1}"#, "5", "[1,2]", "null", r#""s""#]),
+            r#"{"a":1}"#
+        );
     }
 
     #[test]
@@ -223,7 +229,8 @@ mod tests {
         let first: Vec<String> = (0..40).map(|i| format!("\"k{i}\":{i}")).collect();
         let first = format!("{{{}}}", first.join(","));
         let second = r#"{"k3":"x","k39":"y","new":true}"#;
-        let state: serde_json::Value = serde_json::from_str(&fold(None, &[&first, second])).unwrap();
+        let state: serde_json::Value =
+            serde_json::from_str(&fold(None, &[&first, second])).unwrap();
         assert_eq!(state["k3"], "x");
         assert_eq!(state["k39"], "y");
         assert_eq!(state["k4"], 4);
@@ -233,7 +240,10 @@ mod tests {
 
     #[test]
     fn snapshot_start_states() {
-        assert_eq!(fold(Some(r#"{"a":1}"#), &[r#"{"b":2}"#]), r#"{"a":1,"b":2}"#);
+        assert_eq!(
+            fold(Some(r#"{"a":1}"#), &[r#"{"b":2}"#]),
+            r#"{"a":1,"b":2}"#
+        );
         assert_eq!(fold(Some("42"), &[]), "42");
         assert_eq!(fold(Some("42"), &["7"]), "42");
         assert_eq!(fold(Some("42"), &[r#"{"b":2}"#]), r#"{"b":2}"#);

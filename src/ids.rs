@@ -154,6 +154,9 @@ mod tests {
         let s = IdScheme::random();
         let (tag, keys) = s.parts();
         let t = IdScheme::from_parts(tag, keys);
-        assert_eq!(s.generate(SequenceNumber(42)), t.generate(SequenceNumber(42)));
+        assert_eq!(
+            s.generate(SequenceNumber(42)),
+            t.generate(SequenceNumber(42))
+        );
     }
 }

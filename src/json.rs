@@ -50,7 +50,16 @@ mod tests {
 
     #[test]
     fn strings_escape_like_serde_json() {
-        for s in ["plain", "", "quote\"", "back\\slash", "nl\n", "ctl\u{1}", "ünï €", "\u{7f}"] {
+        for s in [
+            "plain",
+            "",
+            "quote\"",
+            "back\\slash",
+            "nl\n",
+            "ctl\u{1}",
+            "ünï €",
+            "\u{7f}",
+        ] {
             let mut out = Vec::new();
             write_str(&mut out, s);
             let back: String = serde_json::from_slice(&out).unwrap();

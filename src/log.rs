@@ -177,16 +177,6 @@ impl Log {
         }
         SequenceNumber(first)
     }
-
-    /// Bytes held by allocated chunk slots (for memory accounting).
-    pub(crate) fn slot_bytes(&self) -> usize {
-        self.chunks
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.get().is_some())
-            .map(|(i, _)| chunk_len(i) * std::mem::size_of::<OnceLock<Event>>())
-            .sum()
-    }
 }
 
 #[cfg(test)]
@@ -210,7 +200,10 @@ mod tests {
             if cur.0 == prev.0 {
                 assert_eq!(cur.1, prev.1 + 1);
             } else {
-                assert_eq!((cur.0, cur.1, prev.1 + 1), (prev.0 + 1, 0, chunk_len(prev.0)));
+                assert_eq!(
+                    (cur.0, cur.1, prev.1 + 1),
+                    (prev.0 + 1, 0, chunk_len(prev.0))
+                );
             }
             prev = cur;
         }

@@ -1,3 +1,103 @@
-fn main() {
-    println!("Hello, world!");
+//! The `eventstore` node: JSON lines on stdin, replies on stdout. This file
+//! only parses flags; see the library's `node` module for the rest.
+
+use eventstore::EventStore;
+use eventstore::node::{Config, run};
+use std::fs::File;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+const HELP: &str = "\
+eventstore: an event store node speaking JSON lines on stdin/stdout.
+
+Usage: eventstore [OPTIONS]
+
+Reads one JSON message per line on stdin ({\"src\",\"dest\",\"body\"}), writes one
+reply per request on stdout in input order, diagnostics on stderr. Exits 0 at
+end of input. The protocol is described in PROTOCOL.md and the README.
+
+Options:
+  --workers N           worker threads decoding and encoding in parallel
+                        (default: the number of cores; 1 runs everything on
+                        one thread). Replies are the same for any N.
+  --max-line-bytes N    longest input line accepted, in bytes (default
+                        16777216 = 16 MiB); a longer line is skipped without
+                        being held in memory and gets no reply
+  -h, --help            print this help and exit
+";
+
+fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Config>, String> {
+    let mut config = Config::default();
+    let mut args = args.peekable();
+    while let Some(arg) = args.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = |name: &str| -> Result<usize, String> {
+            let text = inline
+                .clone()
+                .or_else(|| args.next())
+                .ok_or_else(|| format!("{name} needs a value"))?;
+            text.parse::<usize>()
+                .map_err(|_| format!("{name}: {text:?} is not a whole number"))
+        };
+        match flag.as_str() {
+            "-h" | "--help" => return Ok(None),
+            "--workers" => {
+                config.workers = value("--workers")?;
+                if config.workers == 0 || config.workers > 1024 {
+                    return Err("--workers must be between 1 and 1024".into());
+                }
+            }
+            "--max-line-bytes" => {
+                config.max_line_bytes = value("--max-line-bytes")?;
+                if config.max_line_bytes == 0 {
+                    return Err("--max-line-bytes must be at least 1".into());
+                }
+            }
+            other => return Err(format!("unknown argument {other:?} (try --help)")),
+        }
+    }
+    Ok(Some(config))
+}
+
+fn raw(fd: BorrowedFd<'_>) -> std::io::Result<File> {
+    fd.try_clone_to_owned().map(File::from)
+}
+
+fn main() -> ExitCode {
+    let config = match parse_args(std::env::args().skip(1)) {
+        Ok(Some(config)) => config,
+        Ok(None) => {
+            print!("{HELP}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("eventstore: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let store = Arc::new(EventStore::new());
+    // Raw file handles on fds 0 and 1: the node does its own batching, so
+    // std's stdin buffer and stdout line buffering would only add copies
+    // (and a flush per newline).
+    let (input, output) = match (
+        raw(std::io::stdin().as_fd()),
+        raw(std::io::stdout().as_fd()),
+    ) {
+        (Ok(i), Ok(o)) => (i, o),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("eventstore: cannot use stdin/stdout: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match run(&config, store, input, output) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("eventstore: reading stdin failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -25,9 +25,9 @@ use crate::types::{SequenceNumber, Version};
 use serde_json::value::RawValue;
 use std::sync::{Arc, OnceLock};
 
-/// A stored snapshot.
+/// A stored snapshot (its state may not be folded yet).
 #[derive(Debug)]
-pub(crate) struct SnapshotRecord {
+pub struct SnapshotRecord {
     version: Version,
     state: SnapshotState,
 }
@@ -88,12 +88,17 @@ impl FoldPlan {
             out.extend_from_slice(b"{}");
             return 0;
         };
-        let start_state = self.snapshot.as_ref().map(|s| s.state_text(store, aggregate));
+        let start_state = self
+            .snapshot
+            .as_ref()
+            .map(|s| s.state_text(store, aggregate));
         let mut fold = start_state.map_or_else(Fold::new, Fold::from_state);
         let seqs = store.stream_slice(aggregate, Version(self.start.0 + 1), self.end);
         let mut folded = 0;
         for seq in seqs {
-            let Some(event) = store.log.event(seq) else { break };
+            let Some(event) = store.log.event(seq) else {
+                break;
+            };
             if self.until.is_some_and(|t| event.recorded_at() > t) {
                 // recorded_at never falls along the log, and sequence numbers
                 // rise along the aggregate: no later event can qualify.
@@ -190,14 +195,22 @@ impl EventStore {
     }
 
     /// The aggregate and its latest snapshot record (taken under its lock).
-    pub(crate) fn snapshot_record(&self, aggregate_id: &str) -> Option<(Arc<Aggregate>, Arc<SnapshotRecord>)> {
+    pub(crate) fn snapshot_record(
+        &self,
+        aggregate_id: &str,
+    ) -> Option<(Arc<Aggregate>, Arc<SnapshotRecord>)> {
         let aggregate = self.find(aggregate_id)?;
         let record = aggregate.stream.lock().snapshot.clone()?;
         Some((aggregate, record))
     }
 
     /// Writes a snapshot record's version and state (for the node's encoder).
-    pub(crate) fn write_snapshot_state(&self, aggregate: &Aggregate, record: &SnapshotRecord, out: &mut Vec<u8>) -> Version {
+    pub(crate) fn write_snapshot_state(
+        &self,
+        aggregate: &Aggregate,
+        record: &SnapshotRecord,
+        out: &mut Vec<u8>,
+    ) -> Version {
         out.extend_from_slice(record.state_text(self, aggregate).as_bytes());
         record.version
     }
@@ -218,7 +231,11 @@ impl EventStore {
         };
         let (end, snapshot) = {
             let stream = aggregate.stream.lock();
-            let snapshot = if use_snapshot { stream.snapshot.clone() } else { None };
+            let snapshot = if use_snapshot {
+                stream.snapshot.clone()
+            } else {
+                None
+            };
             (stream.version(), snapshot)
         };
         FoldPlan {

@@ -281,10 +281,8 @@ impl EventStore {
 
         let _gate = has_client_ids.then(|| self.id_gate.lock());
         let mut stream = aggregate.stream.lock();
-        if has_client_ids {
-            if let Some(done) = self.check_ids(&aggregate, &stream, events)? {
-                return Ok(done);
-            }
+        if has_client_ids && let Some(done) = self.check_ids(&aggregate, &stream, events)? {
+            return Ok(done);
         }
         let current = stream.version();
         if !expected.matches(current) {
@@ -312,11 +310,13 @@ impl EventStore {
     ) -> Appended {
         let count = payloads.len() as u64;
         let mut version = stream.version().0;
-        let first = self.log.append(payloads.into_iter(), now, |seq, at, payload| {
-            version += 1;
-            let id = payload.id.unwrap_or_else(|| self.ids.generate(seq));
-            Event::new(payload, id, Arc::clone(aggregate), Version(version), at)
-        });
+        let first = self
+            .log
+            .append(payloads.into_iter(), now, |seq, at, payload| {
+                version += 1;
+                let id = payload.id.unwrap_or_else(|| self.ids.generate(seq));
+                Event::new(payload, id, Arc::clone(aggregate), Version(version), at)
+            });
         let before = stream.seqs.len() as u64;
         stream
             .seqs
@@ -339,7 +339,11 @@ impl EventStore {
     /// Where the event with `id` is, if stored. A given id carrying this
     /// store's generated-id tag must name an existing event: otherwise it
     /// could clash with an id the store generates later.
-    fn locate(&self, id: EventId, field: impl Fn() -> String) -> Result<Option<SequenceNumber>, InvalidAppend> {
+    fn locate(
+        &self,
+        id: EventId,
+        field: impl Fn() -> String,
+    ) -> Result<Option<SequenceNumber>, InvalidAppend> {
         if let Some(seq) = self.client_ids.get(&id) {
             return Ok(Some(*seq));
         }
@@ -348,7 +352,9 @@ impl EventStore {
             Some(seq) if self.log.event(seq).is_some_and(|e| e.id() == id) => Ok(Some(seq)),
             Some(_) => Err(InvalidAppend::new(
                 field(),
-                format!("{id} is reserved: it has the form of ids this store generates, but no event has it"),
+                format!(
+                    "{id} is reserved: it has the form of ids this store generates, but no event has it"
+                ),
             )),
         }
     }
@@ -364,8 +370,12 @@ impl EventStore {
         let field = |i: usize| move || id_field(events.len(), i);
         for (i, e) in events.iter().enumerate() {
             let Some(id) = e.id else { continue };
-            let Some(seq) = self.locate(id, field(i))? else { continue };
-            let Some(stored) = self.log.event(seq) else { continue };
+            let Some(seq) = self.locate(id, field(i))? else {
+                continue;
+            };
+            let Some(stored) = self.log.event(seq) else {
+                continue;
+            };
             if i == 0 && Arc::ptr_eq(stored.aggregate(), aggregate) {
                 return self.retry(stream, stored.version(), events).map(Some);
             }
@@ -381,11 +391,19 @@ impl EventStore {
 
     /// A batch whose first event is stored at `first_version`: a retry if the
     /// stored events after it match the batch's ids.
-    fn retry(&self, stream: &Stream, first_version: Version, events: &[NewEvent<'_>]) -> Result<Appended, AppendError> {
+    fn retry(
+        &self,
+        stream: &Stream,
+        first_version: Version,
+        events: &[NewEvent<'_>],
+    ) -> Result<Appended, AppendError> {
         let start = first_version.0 as usize - 1;
         let mut seqs = Vec::with_capacity(events.len());
         for (i, e) in events.iter().enumerate() {
-            let stored = stream.seqs.get(start + i).and_then(|&s| self.log.event(s).map(|ev| (s, ev)));
+            let stored = stream
+                .seqs
+                .get(start + i)
+                .and_then(|&s| self.log.event(s).map(|ev| (s, ev)));
             match stored {
                 Some((seq, ev)) if e.id.is_none_or(|id| id == ev.id()) => seqs.push(seq),
                 _ => {
@@ -406,7 +424,12 @@ impl EventStore {
 
     /// The sequence numbers of versions `from..=to` of an aggregate (clamped
     /// to what exists), in version order.
-    pub(crate) fn stream_slice(&self, aggregate: &Aggregate, from: Version, to: Version) -> Vec<SequenceNumber> {
+    pub(crate) fn stream_slice(
+        &self,
+        aggregate: &Aggregate,
+        from: Version,
+        to: Version,
+    ) -> Vec<SequenceNumber> {
         let stream = aggregate.stream.lock();
         let end = (to.0 as usize).min(stream.seqs.len());
         let start = (from.0.max(1) as usize - 1).min(end);
@@ -416,9 +439,27 @@ impl EventStore {
         slice
     }
 
+    /// The sequence numbers of an aggregate's versions `from..=to`
+    /// (clamped to what exists; empty for an unknown aggregate).
+    pub fn stream_positions(
+        &self,
+        aggregate_id: &str,
+        from: Version,
+        to: Version,
+    ) -> Vec<SequenceNumber> {
+        self.find(aggregate_id)
+            .map(|a| self.stream_slice(&a, from, to))
+            .unwrap_or_default()
+    }
+
     /// Reads up to `max_count` events of an aggregate from version `from`
     /// (1-based; 0 reads from the start), with its current version.
-    pub fn read_stream(&self, aggregate_id: &str, from: Version, max_count: usize) -> StreamSlice<'_> {
+    pub fn read_stream(
+        &self,
+        aggregate_id: &str,
+        from: Version,
+        max_count: usize,
+    ) -> StreamSlice<'_> {
         let Some(aggregate) = self.find(aggregate_id) else {
             return StreamSlice {
                 version: Version::INITIAL,
@@ -427,7 +468,12 @@ impl EventStore {
         };
         let version = aggregate.stream.lock().version();
         let from = Version(from.0.max(1));
-        let to = Version(from.0.saturating_add(max_count as u64).saturating_sub(1).min(version.0));
+        let to = Version(
+            from.0
+                .saturating_add(max_count as u64)
+                .saturating_sub(1)
+                .min(version.0),
+        );
         let events = if max_count == 0 {
             Vec::new()
         } else {
@@ -444,8 +490,13 @@ impl EventStore {
     pub fn read_all(&self, from: SequenceNumber, max_count: usize) -> AllSlice<'_> {
         let head = self.head();
         let from = from.0.max(1);
-        let to = from.saturating_add(max_count as u64).saturating_sub(1).min(head.0);
-        let events: Vec<_> = (from..=to).filter_map(|s| self.event(SequenceNumber(s))).collect();
+        let to = from
+            .saturating_add(max_count as u64)
+            .saturating_sub(1)
+            .min(head.0);
+        let events: Vec<_> = (from..=to)
+            .filter_map(|s| self.event(SequenceNumber(s)))
+            .collect();
         // Read side of density: a visible prefix has no holes.
         debug_assert_eq!(events.len() as u64, (to + 1).saturating_sub(from));
         AllSlice { head, events }
@@ -493,7 +544,10 @@ fn id_field(count: usize, i: usize) -> String {
 /// The field checks of an append (error 12 in the protocol).
 fn validate(aggregate_id: &str, events: &[NewEvent<'_>]) -> Result<(), InvalidAppend> {
     if aggregate_id.is_empty() {
-        return Err(InvalidAppend::new("aggregate_id", "must be a non-empty string"));
+        return Err(InvalidAppend::new(
+            "aggregate_id",
+            "must be a non-empty string",
+        ));
     }
     if events.is_empty() {
         return Err(InvalidAppend::new("events", "must hold at least one event"));
@@ -502,12 +556,18 @@ fn validate(aggregate_id: &str, events: &[NewEvent<'_>]) -> Result<(), InvalidAp
     let mut seen = HashSet::new();
     for (i, e) in events.iter().enumerate() {
         if e.event_type.is_empty() {
-            return Err(InvalidAppend::new(part_field(n, i, "event_type"), "must be a non-empty string"));
+            return Err(InvalidAppend::new(
+                part_field(n, i, "event_type"),
+                "must be a non-empty string",
+            ));
         }
-        if let Some(meta) = e.metadata {
-            if !meta.get().trim_start().starts_with('{') {
-                return Err(InvalidAppend::new(part_field(n, i, "metadata"), "must be a JSON object"));
-            }
+        if let Some(meta) = e.metadata
+            && !meta.get().trim_start().starts_with('{')
+        {
+            return Err(InvalidAppend::new(
+                part_field(n, i, "metadata"),
+                "must be a JSON object",
+            ));
         }
         let parts = [
             ("event_type", e.event_type.len()),
@@ -522,10 +582,14 @@ fn validate(aggregate_id: &str, events: &[NewEvent<'_>]) -> Result<(), InvalidAp
                 ));
             }
         }
-        if let Some(id) = e.id {
-            if n > 1 && !seen.insert(id) {
-                return Err(InvalidAppend::new(id_field(n, i), format!("{id} appears twice in the batch")));
-            }
+        if let Some(id) = e.id
+            && n > 1
+            && !seen.insert(id)
+        {
+            return Err(InvalidAppend::new(
+                id_field(n, i),
+                format!("{id} appears twice in the batch"),
+            ));
         }
     }
     Ok(())

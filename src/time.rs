@@ -127,7 +127,9 @@ impl Timestamp {
             }
             let digits = i - start;
             if digits == 0 || digits > 9 {
-                return Err(TimestampError("fraction of a second must have 1 to 9 digits"));
+                return Err(TimestampError(
+                    "fraction of a second must have 1 to 9 digits",
+                ));
             }
             for _ in digits..6 {
                 micros *= 10;
@@ -210,7 +212,15 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     let mp = (5 * doy + 2) / 153;
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { yoe + era * 400 + 1 } else { yoe + era * 400 }, m, d)
+    (
+        if m <= 2 {
+            yoe + era * 400 + 1
+        } else {
+            yoe + era * 400
+        },
+        m,
+        d,
+    )
 }
 
 #[cfg(test)]
@@ -228,7 +238,10 @@ mod tests {
             fmt(Timestamp(1_795_501_305_123_456)),
             "2026-11-24T06:21:45.123456Z"
         );
-        assert_eq!(fmt(Timestamp(951_782_400_000_001)), "2000-02-29T00:00:00.000001Z");
+        assert_eq!(
+            fmt(Timestamp(951_782_400_000_001)),
+            "2000-02-29T00:00:00.000001Z"
+        );
     }
 
     #[test]
@@ -244,9 +257,18 @@ mod tests {
     #[test]
     fn parses_offsets_fractions_and_case() {
         let z = Timestamp::parse_rfc3339("2026-11-24T06:21:45.123456Z").unwrap();
-        assert_eq!(Timestamp::parse_rfc3339("2026-11-24T08:21:45.123456+02:00"), Ok(z));
-        assert_eq!(Timestamp::parse_rfc3339("2026-11-24t01:21:45.123456-05:00"), Ok(z));
-        assert_eq!(Timestamp::parse_rfc3339("2026-11-24 06:21:45.123456789z"), Ok(z));
+        assert_eq!(
+            Timestamp::parse_rfc3339("2026-11-24T08:21:45.123456+02:00"),
+            Ok(z)
+        );
+        assert_eq!(
+            Timestamp::parse_rfc3339("2026-11-24t01:21:45.123456-05:00"),
+            Ok(z)
+        );
+        assert_eq!(
+            Timestamp::parse_rfc3339("2026-11-24 06:21:45.123456789z"),
+            Ok(z)
+        );
         let whole = Timestamp::parse_rfc3339("2026-11-24T06:21:45Z").unwrap();
         assert_eq!(z.0 - whole.0, 123_456);
         let tenth = Timestamp::parse_rfc3339("2026-11-24T06:21:45.1Z").unwrap();

@@ -91,7 +91,9 @@ impl EventId {
 
     /// Parses the canonical hyphenated form (any case); `None` if malformed.
     pub fn parse(text: &str) -> Option<EventId> {
-        uuid::Uuid::try_parse(text).ok().map(|u| EventId(*u.as_bytes()))
+        uuid::Uuid::try_parse(text)
+            .ok()
+            .map(|u| EventId(*u.as_bytes()))
     }
 
     /// Writes the canonical lowercase hyphenated form (36 bytes).

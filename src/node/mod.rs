@@ -1,1 +1,14 @@
-//! Node.
+//! The node: the `eventstore` binary's plumbing around the protocol core.
+//!
+//! [`lines`] cuts the input into batches of whole lines; [`pipeline`] runs
+//! them through decode → apply (in order) → encode on a pool of workers and
+//! writes replies in input order. All protocol logic lives in
+//! [`crate::protocol`]; this module only moves bytes between threads.
+
+pub mod lines;
+pub mod pipeline;
+
+pub use pipeline::{Config, run};
+
+/// Default longest input line: 16 MiB.
+pub const DEFAULT_MAX_LINE_BYTES: usize = 16 * 1024 * 1024;

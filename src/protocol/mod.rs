@@ -1,1 +1,10 @@
-//! Protocol.
+//! The node's protocol, without any I/O: decode a request line, apply it to
+//! the store, encode the reply. See `PROTOCOL.md` for the contract and
+//! [`handler`] for how the three steps are split between serial and
+//! parallel work.
+
+pub mod handler;
+pub mod request;
+
+pub use handler::{Core, Outcome, ReplySource, encode};
+pub use request::{Message, Rejection, Request, decode};

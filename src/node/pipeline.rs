@@ -1,0 +1,260 @@
+//! The node's threads: a reader, a pool of workers, an in-order apply step
+//! and a reorder buffer — the LMAX shape, sized for a few cores.
+//!
+//! ```text
+//!             batches of whole lines              in batch order            any order → input order
+//!   stdin ──► reader ──(bounded channel)──► worker: decode ─► [apply] ─► encode ──► reorder buffer ──► stdout
+//!                                          worker: decode ─► [apply] ─► encode ──┘
+//! ```
+//!
+//! - The **reader** (the calling thread) cuts stdin into batches of whole
+//!   lines, one batch per `read`, never waiting for more input
+//!   ([`super::lines`]).
+//! - **Workers** take batches from a bounded channel (backpressure: the
+//!   reader stops reading when all workers are busy and the queue is full).
+//!   Each decodes its whole batch in parallel with the others.
+//! - **Apply** ([`Sequencer`]) is the one serial step: a worker applies its
+//!   batch to the store only when every earlier batch has been applied, so
+//!   state changes take effect in input order and every reply equals what
+//!   one-at-a-time processing gives, whatever the worker count. Apply does
+//!   O(1) work per read (it captures plans, see `protocol::handler`).
+//! - Workers then **encode** replies in parallel (folds, event formatting)
+//!   and hand the batch's output to the **reorder buffer**, which writes
+//!   finished batches in input order, one `write` per batch. Whichever
+//!   worker completes the next batch in line writes it, so no extra thread
+//!   hop sits between a reply and stdout.
+//!
+//! With one worker, everything runs on the calling thread with no threads or
+//! channels at all.
+
+use super::lines::{Lines, read_batches};
+use crate::protocol::{Core, Message, Outcome, ReplySource, decode, encode};
+use crate::store::EventStore;
+use crossbeam::channel;
+use parking_lot::{Condvar, Mutex};
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// How the node runs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Worker threads (1: everything on the calling thread).
+    pub workers: usize,
+    /// Longest accepted input line, in bytes (without its newline).
+    pub max_line_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            max_line_bytes: super::DEFAULT_MAX_LINE_BYTES,
+        }
+    }
+}
+
+fn too_long(len: usize, max: usize) -> String {
+    format!("line ignored: {len} bytes, longer than --max-line-bytes {max}")
+}
+
+fn decode_batch(batch: &[u8], max_line_bytes: usize) -> Vec<Message<'_>> {
+    Lines::new(batch)
+        .map(|line| {
+            if line.len() > max_line_bytes {
+                Message::Unanswerable(too_long(line.len(), max_line_bytes))
+            } else {
+                decode(line)
+            }
+        })
+        .collect()
+}
+
+fn encode_batch(
+    store: &EventStore,
+    messages: &[Message<'_>],
+    outcomes: Vec<(ReplySource, Outcome)>,
+    out: &mut Vec<u8>,
+) {
+    let mut diagnostics = String::new();
+    for (message, (source, outcome)) in messages.iter().zip(outcomes) {
+        if let Some(why) = encode(store, message, source, outcome, out) {
+            diagnostics.push_str(&why);
+            diagnostics.push('\n');
+        }
+    }
+    if !diagnostics.is_empty() {
+        // Diagnostics are best effort: a closed stderr must not stop replies.
+        let _ = io::stderr().lock().write_all(diagnostics.as_bytes());
+    }
+}
+
+fn report_skipped(len: usize, max: usize) {
+    let _ = writeln!(io::stderr().lock(), "{}", too_long(len, max));
+}
+
+/// Runs the node until `input` ends (or `output` closes), writing replies to
+/// `output`.
+pub fn run(
+    config: &Config,
+    store: Arc<EventStore>,
+    input: impl Read,
+    output: impl Write + Send,
+) -> io::Result<()> {
+    if config.workers <= 1 {
+        run_serial(config, store, input, output)
+    } else {
+        run_parallel(config, store, input, output)
+    }
+}
+
+fn run_serial(
+    config: &Config,
+    store: Arc<EventStore>,
+    input: impl Read,
+    mut output: impl Write,
+) -> io::Result<()> {
+    let max = config.max_line_bytes;
+    let mut core = Core::new(store);
+    let mut out = Vec::new();
+    read_batches(
+        input,
+        max,
+        |batch| {
+            let messages = decode_batch(&batch, max);
+            let outcomes: Vec<_> = messages.iter().map(|m| core.apply(m)).collect();
+            out.clear();
+            encode_batch(core.store(), &messages, outcomes, &mut out);
+            // A closed stdout ends the node quietly.
+            output.write_all(&out).and_then(|()| output.flush()).is_ok()
+        },
+        |len| report_skipped(len, max),
+    )
+}
+
+/// Admits batches to the serial apply step in input order.
+struct Sequencer {
+    /// The index of the next batch to apply, and the state it applies to.
+    turn: Mutex<(u64, Core)>,
+    advanced: Condvar,
+}
+
+impl Sequencer {
+    /// Waits until batch `index` is next, runs `apply` on the core, and
+    /// admits the next batch — also if `apply` panics, so one bad batch
+    /// cannot stall the node.
+    fn in_turn<R>(&self, index: u64, apply: impl FnOnce(&mut Core) -> R) -> R {
+        struct Advance<'a>(&'a Sequencer, parking_lot::MutexGuard<'a, (u64, Core)>);
+        impl Drop for Advance<'_> {
+            fn drop(&mut self) {
+                self.1.0 += 1;
+                // Wake every waiter: only the one holding the next index
+                // proceeds, the others wait again. With a handful of workers
+                // this is cheaper than per-index condition variables.
+                self.0.advanced.notify_all();
+            }
+        }
+        let mut guard = self.turn.lock();
+        while guard.0 != index {
+            self.advanced.wait(&mut guard);
+        }
+        let mut turn = Advance(self, guard);
+        apply(&mut turn.1.1)
+    }
+}
+
+/// Finished batches waiting for their turn to be written.
+struct Reorder<W> {
+    next: u64,
+    pending: BTreeMap<u64, Vec<u8>>,
+    output: W,
+}
+
+impl<W: Write> Reorder<W> {
+    /// Files batch `index`'s output and writes every batch now in order.
+    /// Returns `false` once the output is closed.
+    fn deliver(&mut self, index: u64, out: Vec<u8>) -> bool {
+        self.pending.insert(index, out);
+        let mut ok = true;
+        while let Some(out) = self.pending.remove(&self.next) {
+            self.next += 1;
+            ok &= self.output.write_all(&out).is_ok();
+        }
+        ok && self.output.flush().is_ok()
+    }
+}
+
+fn run_parallel(
+    config: &Config,
+    store: Arc<EventStore>,
+    input: impl Read,
+    output: impl Write + Send,
+) -> io::Result<()> {
+    let max = config.max_line_bytes;
+    let sequencer = Sequencer {
+        turn: Mutex::new((0, Core::new(Arc::clone(&store)))),
+        advanced: Condvar::new(),
+    };
+    let reorder = Mutex::new(Reorder {
+        next: 0,
+        pending: BTreeMap::new(),
+        output,
+    });
+    let closed = AtomicBool::new(false);
+    let (tx, rx) = channel::bounded::<(u64, Vec<u8>)>(config.workers * 2);
+
+    std::thread::scope(|scope| {
+        for _ in 0..config.workers {
+            let rx = rx.clone();
+            let (store, sequencer, reorder, closed) = (&*store, &sequencer, &reorder, &closed);
+            scope.spawn(move || {
+                for (index, batch) in rx {
+                    let work = catch_unwind(AssertUnwindSafe(|| {
+                        let messages = decode_batch(&batch, max);
+                        let outcomes = sequencer.in_turn(index, |core| {
+                            messages.iter().map(|m| core.apply(m)).collect()
+                        });
+                        let mut out = Vec::with_capacity(batch.len());
+                        encode_batch(store, &messages, outcomes, &mut out);
+                        out
+                    }));
+                    let out = work.unwrap_or_else(|_| {
+                        report_bug(index);
+                        Vec::new()
+                    });
+                    if !reorder.lock().deliver(index, out) {
+                        // Relaxed: a hint for the reader to stop early;
+                        // nothing else is published through it.
+                        closed.store(true, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+        drop(rx);
+        let mut index = 0;
+        let result = read_batches(
+            input,
+            max,
+            |batch| {
+                if closed.load(Ordering::Relaxed) {
+                    return false;
+                }
+                let sent = tx.send((index, batch)).is_ok();
+                index += 1;
+                sent
+            },
+            |len| report_skipped(len, max),
+        );
+        drop(tx);
+        result
+    })
+}
+
+fn report_bug(index: u64) {
+    let _ = writeln!(
+        io::stderr().lock(),
+        "internal error: a worker panicked on input batch {index}; its replies are lost, the node goes on"
+    );
+}

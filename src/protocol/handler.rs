@@ -1,0 +1,410 @@
+//! Acting on a decoded request and encoding its reply — the sans-IO core.
+//!
+//! Handling a line has three steps, split so the node can run two of them in
+//! parallel:
+//!
+//! 1. [`decode`](super::decode) (pure, parallel): bytes → [`Message`].
+//! 2. [`Core::apply`] (serial, in input order): acts on the store and
+//!    returns an [`Outcome`]. Every state change and every observation that
+//!    depends on order happens here, and nothing else: reads capture an
+//!    O(1) plan (a version, a head, a snapshot pointer) instead of copying
+//!    events.
+//! 3. [`encode`] (pure given the store, parallel): [`Outcome`] → reply
+//!    bytes, executing the plans (folding, formatting events). Because
+//!    stored events are immutable, encoding later gives the same bytes as
+//!    encoding at apply time.
+//!
+//! [`Core::handle`] runs all three on one line, for tests and `--workers 1`.
+
+use super::request::{Envelope, EventSpec, Message, Rejection, Request, code, decode};
+use crate::error::{AppendError, ConcurrencyError};
+use crate::event::NewEvent;
+use crate::json;
+use crate::snapshot::{FoldPlan, SnapshotRecord};
+use crate::store::{Aggregate, Appended, EventStore};
+use crate::types::{SequenceNumber, Version};
+use std::sync::Arc;
+
+/// The serial state of a node: the store and the node id from `init`.
+pub struct Core {
+    store: Arc<EventStore>,
+    /// The node id as JSON string text, once `init` has named it.
+    node_id: Option<Arc<str>>,
+}
+
+/// Whom a reply comes from.
+#[derive(Debug, Clone)]
+pub enum ReplySource {
+    /// The request's `dest`.
+    Dest,
+    /// The node id from `init` (JSON string text).
+    Node(Arc<str>),
+    /// `"eventstore"`: no `dest`, no `init`.
+    Default,
+}
+
+/// What applying a request produced; encoded into a reply by [`encode`].
+#[derive(Debug)]
+pub enum Outcome {
+    /// The line gets no reply.
+    Silent,
+    /// An error reply.
+    Error(Rejection),
+    /// A successful append (or recognised retry).
+    Appended {
+        /// Where the events are.
+        appended: Appended,
+        /// The request used the batch form.
+        batch: bool,
+    },
+    /// A version mismatch.
+    Concurrency(ConcurrencyError),
+    /// `snapshot_created` at this version.
+    SnapshotCreated(Version),
+    /// `snapshot_read` of this record.
+    SnapshotRead(Arc<Aggregate>, Arc<SnapshotRecord>),
+    /// `replayed`, folding this plan.
+    Replayed(FoldPlan, bool),
+    /// `state`, folding this plan.
+    State(FoldPlan),
+    /// `stream_read` of versions `from..=to` with the aggregate at `version`.
+    StreamRead {
+        /// The aggregate's version when the request was applied.
+        version: Version,
+        /// First version to include.
+        from: Version,
+        /// Last version to include.
+        to: Version,
+    },
+    /// `all_read` of sequence numbers `from..=to`, with the head then.
+    AllRead {
+        /// First sequence number to include.
+        from: u64,
+        /// Last sequence number to include.
+        to: u64,
+        /// The head when the request was applied.
+        head: SequenceNumber,
+    },
+    /// `init_ok`.
+    InitOk,
+}
+
+impl Core {
+    /// A core serving `store`.
+    pub fn new(store: Arc<EventStore>) -> Core {
+        Core {
+            store,
+            node_id: None,
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<EventStore> {
+        &self.store
+    }
+
+    /// Decodes, applies and encodes one line, appending the reply (if any,
+    /// with its newline) to `out`. Returns the stderr diagnostic of a line
+    /// that gets no reply.
+    pub fn handle(&mut self, line: &[u8], out: &mut Vec<u8>) -> Option<String> {
+        let message = decode(line);
+        let (source, outcome) = self.apply(&message);
+        encode(&self.store, &message, source, outcome, out)
+    }
+
+    /// Step 2: acts on the store in input order.
+    pub fn apply(&mut self, message: &Message<'_>) -> (ReplySource, Outcome) {
+        let Message::Envelope(envelope) = message else {
+            return (ReplySource::Default, Outcome::Silent);
+        };
+        let outcome = match &envelope.request {
+            Err(rejection) => Outcome::Error(rejection.clone()),
+            Ok(request) => self.apply_request(request),
+        };
+        let source = if envelope.dest.is_some() {
+            ReplySource::Dest
+        } else if let Some(id) = &self.node_id {
+            ReplySource::Node(Arc::clone(id))
+        } else {
+            ReplySource::Default
+        };
+        (source, outcome)
+    }
+
+    fn apply_request(&mut self, request: &Request<'_>) -> Outcome {
+        let store = &*self.store;
+        match request {
+            Request::Append {
+                aggregate_id,
+                expected,
+                events,
+                batch,
+            } => {
+                let new: Vec<NewEvent<'_>> = events.iter().map(new_event).collect();
+                match store.append(aggregate_id, *expected, &new) {
+                    Ok(appended) => Outcome::Appended {
+                        appended,
+                        batch: *batch,
+                    },
+                    Err(AppendError::Concurrency(e)) => Outcome::Concurrency(e),
+                    Err(AppendError::IdConflict(e)) => Outcome::Error(Rejection {
+                        code: code::PRECONDITION_FAILED,
+                        text: e.to_string(),
+                    }),
+                    Err(AppendError::Invalid(e)) => Outcome::Error(Rejection {
+                        code: code::MALFORMED_REQUEST,
+                        text: e.to_string(),
+                    }),
+                }
+            }
+            Request::CreateSnapshot {
+                aggregate_id,
+                expected,
+                state,
+            } => match store.create_snapshot(aggregate_id, *expected, *state) {
+                Ok(v) => Outcome::SnapshotCreated(v),
+                Err(e) => Outcome::Concurrency(e),
+            },
+            Request::ReadSnapshot { aggregate_id } => match store.snapshot_record(aggregate_id) {
+                Some((aggregate, record)) => Outcome::SnapshotRead(aggregate, record),
+                None => Outcome::Error(Rejection {
+                    code: code::KEY_DOES_NOT_EXIST,
+                    text: format!("aggregate {aggregate_id:?} has no snapshot"),
+                }),
+            },
+            Request::Replay {
+                aggregate_id,
+                use_snapshot,
+            } => Outcome::Replayed(
+                store.replay_plan(aggregate_id, *use_snapshot),
+                *use_snapshot,
+            ),
+            Request::GetState {
+                aggregate_id, at, ..
+            } => Outcome::State(store.state_plan(aggregate_id, *at)),
+            Request::ReadStream {
+                aggregate_id,
+                from_version,
+                max_count,
+            } => {
+                let version = store.version(aggregate_id);
+                let from = Version(from_version.0.max(1));
+                let to = Version(
+                    from.0
+                        .saturating_add(*max_count)
+                        .saturating_sub(1)
+                        .min(version.0),
+                );
+                Outcome::StreamRead { version, from, to }
+            }
+            Request::ReadAll {
+                from_sequence,
+                max_count,
+            } => {
+                let head = store.head();
+                let from = from_sequence.0.max(1);
+                let to = from
+                    .saturating_add(*max_count)
+                    .saturating_sub(1)
+                    .min(head.0);
+                Outcome::AllRead { from, to, head }
+            }
+            Request::Init { node_id } => {
+                let mut text = Vec::with_capacity(node_id.len() + 2);
+                json::write_str(&mut text, node_id);
+                self.node_id = Some(String::from_utf8_lossy(&text).into());
+                Outcome::InitOk
+            }
+        }
+    }
+}
+
+fn new_event<'a>(spec: &'a EventSpec<'a>) -> NewEvent<'a> {
+    NewEvent {
+        event_type: &spec.event_type,
+        data: spec.data,
+        metadata: spec.metadata,
+        id: spec.id,
+    }
+}
+
+/// Step 3: writes the reply line for `outcome` (nothing for a silent one)
+/// and returns the stderr diagnostic of an unanswerable line.
+pub fn encode(
+    store: &EventStore,
+    message: &Message<'_>,
+    source: ReplySource,
+    outcome: Outcome,
+    out: &mut Vec<u8>,
+) -> Option<String> {
+    let envelope = match message {
+        Message::Unanswerable(why) => return Some(why.clone()),
+        Message::Envelope(e) => e,
+    };
+    out.extend_from_slice(b"{\"src\":");
+    match &source {
+        ReplySource::Dest => out.extend_from_slice(
+            envelope
+                .dest
+                .map_or("\"eventstore\"", |d| d.get())
+                .as_bytes(),
+        ),
+        ReplySource::Node(id) => out.extend_from_slice(id.as_bytes()),
+        ReplySource::Default => out.extend_from_slice(b"\"eventstore\""),
+    }
+    out.extend_from_slice(b",\"dest\":");
+    out.extend_from_slice(envelope.src.get().as_bytes());
+    out.extend_from_slice(b",\"body\":{\"type\":\"");
+    out.extend_from_slice(reply_type(&outcome).as_bytes());
+    out.push(b'"');
+    if let Some(id) = envelope.msg_id {
+        out.extend_from_slice(b",\"in_reply_to\":");
+        json::write_u64(out, id);
+    }
+    encode_fields(store, envelope, outcome, out);
+    out.extend_from_slice(b"}}\n");
+    None
+}
+
+fn reply_type(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Silent | Outcome::Error(_) => "error",
+        Outcome::Appended { .. } => "appended",
+        Outcome::Concurrency(_) => "concurrency_error",
+        Outcome::SnapshotCreated(_) => "snapshot_created",
+        Outcome::SnapshotRead(..) => "snapshot_read",
+        Outcome::Replayed(..) => "replayed",
+        Outcome::State(_) => "state",
+        Outcome::StreamRead { .. } => "stream_read",
+        Outcome::AllRead { .. } => "all_read",
+        Outcome::InitOk => "init_ok",
+    }
+}
+
+fn aggregate_field(envelope: &Envelope<'_>, out: &mut Vec<u8>) {
+    if let Ok(
+        Request::CreateSnapshot { aggregate_id, .. }
+        | Request::ReadSnapshot { aggregate_id }
+        | Request::Replay { aggregate_id, .. }
+        | Request::GetState { aggregate_id, .. }
+        | Request::ReadStream { aggregate_id, .. },
+    ) = &envelope.request
+    {
+        out.extend_from_slice(b",\"aggregate_id\":");
+        json::write_str(out, aggregate_id);
+    }
+}
+
+fn encode_fields(store: &EventStore, envelope: &Envelope<'_>, outcome: Outcome, out: &mut Vec<u8>) {
+    match outcome {
+        Outcome::Silent | Outcome::InitOk => {}
+        Outcome::Error(r) => {
+            out.extend_from_slice(b",\"code\":");
+            json::write_u64(out, r.code);
+            out.extend_from_slice(b",\"text\":");
+            json::write_str(out, &r.text);
+        }
+        Outcome::Concurrency(e) => {
+            out.extend_from_slice(b",\"error\":");
+            json::write_str(out, &e.to_string());
+        }
+        Outcome::Appended { appended, batch } => encode_appended(store, &appended, batch, out),
+        Outcome::SnapshotCreated(version) => {
+            aggregate_field(envelope, out);
+            out.extend_from_slice(b",\"version\":");
+            json::write_u64(out, version.0);
+        }
+        Outcome::SnapshotRead(aggregate, record) => {
+            aggregate_field(envelope, out);
+            let mut state = Vec::new();
+            let version = store.write_snapshot_state(&aggregate, &record, &mut state);
+            out.extend_from_slice(b",\"version\":");
+            json::write_u64(out, version.0);
+            out.extend_from_slice(b",\"state\":");
+            out.extend_from_slice(&state);
+        }
+        Outcome::Replayed(plan, use_snapshot) => {
+            aggregate_field(envelope, out);
+            if use_snapshot {
+                out.extend_from_slice(b",\"snapshot_version\":");
+                json::write_u64(out, plan.snapshot_version().0);
+            }
+            let mut state = Vec::new();
+            let folded = plan.write_state(store, &mut state);
+            out.extend_from_slice(b",\"events_replayed\":");
+            json::write_u64(out, folded);
+            out.extend_from_slice(b",\"state\":");
+            out.extend_from_slice(&state);
+        }
+        Outcome::State(plan) => {
+            aggregate_field(envelope, out);
+            if let Ok(Request::GetState { timestamp, .. }) = &envelope.request {
+                out.extend_from_slice(b",\"timestamp\":");
+                out.extend_from_slice(timestamp.get().as_bytes());
+            }
+            out.extend_from_slice(b",\"state\":");
+            plan.write_state(store, out);
+        }
+        Outcome::StreamRead { version, from, to } => {
+            aggregate_field(envelope, out);
+            out.extend_from_slice(b",\"version\":");
+            json::write_u64(out, version.0);
+            out.extend_from_slice(b",\"events\":[");
+            if let Ok(Request::ReadStream { aggregate_id, .. }) = &envelope.request {
+                let seqs = store.stream_positions(aggregate_id, from, to);
+                write_events(store, seqs.into_iter(), out);
+            }
+            out.push(b']');
+        }
+        Outcome::AllRead { from, to, head } => {
+            out.extend_from_slice(b",\"events\":[");
+            write_events(store, (from..=to).map(SequenceNumber), out);
+            out.extend_from_slice(b"],\"head\":");
+            json::write_u64(out, head.0);
+        }
+    }
+}
+
+fn write_events(store: &EventStore, seqs: impl Iterator<Item = SequenceNumber>, out: &mut Vec<u8>) {
+    for (i, seq) in seqs.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        if let Some(event) = store.event(seq) {
+            event.write_json(out);
+        }
+    }
+}
+
+fn encode_appended(store: &EventStore, appended: &Appended, batch: bool, out: &mut Vec<u8>) {
+    if !batch {
+        let seq = appended.positions.first();
+        out.extend_from_slice(b",\"event_id\":\"");
+        if let Some(event) = store.event(seq) {
+            event.id().write_to(out);
+        }
+        out.extend_from_slice(b"\",\"sequence_number\":");
+        json::write_u64(out, seq.0);
+        return;
+    }
+    out.extend_from_slice(b",\"event_ids\":[");
+    for (i, seq) in appended.positions.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.push(b'"');
+        if let Some(event) = store.event(seq) {
+            event.id().write_to(out);
+        }
+        out.push(b'"');
+    }
+    out.extend_from_slice(b"],\"sequence_numbers\":[");
+    for (i, seq) in appended.positions.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        json::write_u64(out, seq.0);
+    }
+    out.extend_from_slice(b"],\"version\":");
+    json::write_u64(out, appended.version.0);
+}

@@ -1,0 +1,804 @@
+//! Decoding one input line into a [`Message`]: the envelope, `msg_id`, the
+//! request type and every field, each checked with an error that names it.
+//!
+//! Decoding borrows from the line: strings without escapes, `event_data`,
+//! `metadata` and snapshot `state` are slices of the input (raw JSON text),
+//! never copied or parsed into a tree. The common case is one serde pass
+//! over the line into [`RawEnvelope`]; only if that fails does a second,
+//! more lenient pass work out whether the line deserves an error reply (a
+//! usable envelope) or none (not a JSON object with a string `src` and an
+//! object `body`).
+//!
+//! `null` counts as "not given" for every optional field except the JSON
+//! payloads `event_data` and `state`, where it is a value like any other.
+
+use crate::time::Timestamp;
+use crate::types::{EventId, ExpectedVersion, SequenceNumber, Version};
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+
+/// Most events one batch append may carry.
+pub const MAX_BATCH_EVENTS: usize = 1_000;
+/// Default and largest `max_count` of `read_stream` / `read_all`.
+pub const DEFAULT_MAX_COUNT: u64 = 1_000;
+/// Values of `max_count` above this count as this.
+pub const MAX_MAX_COUNT: u64 = 10_000;
+
+/// Error codes (Maelstrom's).
+pub mod code {
+    /// Unknown message type.
+    pub const NOT_SUPPORTED: u64 = 10;
+    /// Malformed request: a field missing, mistyped or out of range.
+    pub const MALFORMED_REQUEST: u64 = 12;
+    /// The thing asked for does not exist.
+    pub const KEY_DOES_NOT_EXIST: u64 = 20;
+    /// A precondition (event-id uniqueness) failed.
+    pub const PRECONDITION_FAILED: u64 = 22;
+}
+
+/// A JSON value in a field, kept as raw text. Unlike `Option<&RawValue>`,
+/// a `null` is kept as the text `null` (absent fields default to `None`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Payload<'a>(pub Option<&'a RawValue>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Payload<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <&'a RawValue>::deserialize(d).map(|r| Payload(Some(r)))
+    }
+}
+
+/// The body's fields, each still raw: checked one by one afterwards, so
+/// that an error can name the field.
+#[derive(Deserialize, Default)]
+pub struct RawBody<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow)]
+    msg_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    aggregate_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    event_type: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    event_data: Payload<'a>,
+    #[serde(borrow)]
+    metadata: Option<&'a RawValue>,
+    #[serde(borrow)]
+    event_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    events: Option<&'a RawValue>,
+    #[serde(borrow)]
+    version: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    state: Payload<'a>,
+    #[serde(borrow)]
+    use_snapshot: Option<&'a RawValue>,
+    #[serde(borrow)]
+    timestamp: Option<&'a RawValue>,
+    #[serde(borrow)]
+    from_version: Option<&'a RawValue>,
+    #[serde(borrow)]
+    from_sequence: Option<&'a RawValue>,
+    #[serde(borrow)]
+    max_count: Option<&'a RawValue>,
+    #[serde(borrow)]
+    node_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    node_ids: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct RawEnvelope<'a> {
+    #[serde(borrow)]
+    src: Option<&'a RawValue>,
+    #[serde(borrow)]
+    dest: Option<&'a RawValue>,
+    #[serde(borrow)]
+    body: Option<RawBody<'a>>,
+}
+
+/// The lenient envelope of the second pass: the body only as raw text.
+#[derive(Deserialize)]
+struct LooseEnvelope<'a> {
+    #[serde(borrow)]
+    src: Option<&'a RawValue>,
+    #[serde(borrow)]
+    dest: Option<&'a RawValue>,
+    #[serde(borrow)]
+    body: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct LooseBody<'a> {
+    #[serde(borrow)]
+    msg_id: Option<&'a RawValue>,
+}
+
+/// One event of an append, fields checked.
+#[derive(Debug, Clone)]
+pub struct EventSpec<'a> {
+    /// The event type (non-empty).
+    pub event_type: Cow<'a, str>,
+    /// The event data (raw JSON; `{}` when not given).
+    pub data: &'a RawValue,
+    /// The metadata object, if given.
+    pub metadata: Option<&'a RawValue>,
+    /// The client's event id, if given.
+    pub id: Option<EventId>,
+}
+
+/// A request, every field checked.
+#[derive(Debug)]
+pub enum Request<'a> {
+    /// `append`, single (`batch == false`) or batch form.
+    Append {
+        /// The aggregate.
+        aggregate_id: Cow<'a, str>,
+        /// The expected version.
+        expected: ExpectedVersion,
+        /// The events (one for the single form).
+        events: Vec<EventSpec<'a>>,
+        /// Whether the request used the `events` array form.
+        batch: bool,
+    },
+    /// `create_snapshot`.
+    CreateSnapshot {
+        /// The aggregate.
+        aggregate_id: Cow<'a, str>,
+        /// The expected version, if given.
+        expected: Option<Version>,
+        /// The given state, if any.
+        state: Option<&'a RawValue>,
+    },
+    /// `read_snapshot`.
+    ReadSnapshot {
+        /// The aggregate.
+        aggregate_id: Cow<'a, str>,
+    },
+    /// `replay`.
+    Replay {
+        /// The aggregate.
+        aggregate_id: Cow<'a, str>,
+        /// Start from the latest snapshot.
+        use_snapshot: bool,
+    },
+    /// `get_state`.
+    GetState {
+        /// The aggregate.
+        aggregate_id: Cow<'a, str>,
+        /// The instant asked for.
+        at: Timestamp,
+        /// The timestamp exactly as given (echoed in the reply).
+        timestamp: &'a RawValue,
+    },
+    /// `read_stream`.
+    ReadStream {
+        /// The aggregate.
+        aggregate_id: Cow<'a, str>,
+        /// First version to read (≥ 1 after clamping).
+        from_version: Version,
+        /// Most events to return (already capped).
+        max_count: u64,
+    },
+    /// `read_all`.
+    ReadAll {
+        /// First sequence number to read.
+        from_sequence: SequenceNumber,
+        /// Most events to return (already capped).
+        max_count: u64,
+    },
+    /// `init`.
+    Init {
+        /// This node's id.
+        node_id: Cow<'a, str>,
+    },
+}
+
+/// A request that cannot be served, as the error reply to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// The protocol error code.
+    pub code: u64,
+    /// What was wrong, naming the field.
+    pub text: String,
+}
+
+impl Rejection {
+    fn malformed(field: &str, problem: impl std::fmt::Display) -> Rejection {
+        Rejection {
+            code: code::MALFORMED_REQUEST,
+            text: format!("{field}: {problem}"),
+        }
+    }
+}
+
+/// A decoded line.
+#[derive(Debug)]
+pub enum Message<'a> {
+    /// A line that gets no reply (not a JSON object with a string `src` and
+    /// an object `body`); the text says why, for stderr.
+    Unanswerable(String),
+    /// A line with a usable envelope.
+    Envelope(Envelope<'a>),
+}
+
+/// The envelope of an answerable line, and its request or why it fails.
+#[derive(Debug)]
+pub struct Envelope<'a> {
+    /// The sender, as raw JSON string text (the reply's `dest`).
+    pub src: &'a RawValue,
+    /// The addressee, as raw JSON string text, if a string was given.
+    pub dest: Option<&'a RawValue>,
+    /// The request's `msg_id`, if it was a valid one.
+    pub msg_id: Option<u64>,
+    /// The request, or the error to reply with.
+    pub request: Result<Request<'a>, Rejection>,
+}
+
+/// Decodes one line (without its newline).
+pub fn decode(line: &[u8]) -> Message<'_> {
+    match serde_json::from_slice::<RawEnvelope<'_>>(line) {
+        Ok(RawEnvelope { src, dest, body }) => {
+            let (Some(src), Some(body)) = (src.filter(|s| is_string(s)), body) else {
+                return Message::Unanswerable(missing_envelope(src.is_some()));
+            };
+            let dest = dest.filter(|d| is_string(d));
+            let (msg_id, request) = match msg_id(body.msg_id) {
+                Ok(id) => (id, decode_body(&body)),
+                Err(e) => (None, Err(e)),
+            };
+            Message::Envelope(Envelope {
+                src,
+                dest,
+                msg_id,
+                request,
+            })
+        }
+        Err(strict) => decode_loose(line, strict),
+    }
+}
+
+fn missing_envelope(has_src: bool) -> String {
+    if has_src {
+        "line ignored: the envelope needs a string \"src\" and an object \"body\"".to_owned()
+    } else {
+        "line ignored: the envelope needs a string \"src\"".to_owned()
+    }
+}
+
+/// Second pass after the strict one failed: is the envelope usable?
+fn decode_loose(line: &[u8], strict: serde_json::Error) -> Message<'_> {
+    let Ok(loose) = serde_json::from_slice::<LooseEnvelope<'_>>(line) else {
+        return Message::Unanswerable(format!("line ignored: not a JSON object: {strict}"));
+    };
+    let (Some(src), Some(body)) = (loose.src.filter(|s| is_string(s)), loose.body) else {
+        return Message::Unanswerable(missing_envelope(loose.src.is_some()));
+    };
+    if !body.get().starts_with('{') {
+        return Message::Unanswerable(missing_envelope(true));
+    }
+    let msg_id = serde_json::from_str::<LooseBody<'_>>(body.get())
+        .ok()
+        .and_then(|b| msg_id(b.msg_id).ok().flatten());
+    Message::Envelope(Envelope {
+        src,
+        dest: loose.dest.filter(|d| is_string(d)),
+        msg_id,
+        request: Err(Rejection::malformed("body", strict)),
+    })
+}
+
+fn is_string(raw: &RawValue) -> bool {
+    raw.get().starts_with('"')
+}
+
+fn msg_id(raw: Option<&RawValue>) -> Result<Option<u64>, Rejection> {
+    raw.map(|r| uint(r, "msg_id")).transpose()
+}
+
+fn required<'a>(raw: Option<&'a RawValue>, field: &str) -> Result<&'a RawValue, Rejection> {
+    raw.ok_or_else(|| Rejection::malformed(field, "missing"))
+}
+
+/// A JSON string field, borrowed when it has no escapes.
+fn string<'a>(raw: &'a RawValue, field: &str) -> Result<Cow<'a, str>, Rejection> {
+    let text = raw.get();
+    if !text.starts_with('"') {
+        return Err(Rejection::malformed(
+            field,
+            format!("must be a string, got {}", kind(text)),
+        ));
+    }
+    if !text.contains('\\') {
+        return Ok(Cow::Borrowed(&text[1..text.len() - 1]));
+    }
+    serde_json::from_str::<String>(text)
+        .map(Cow::Owned)
+        .map_err(|e| Rejection::malformed(field, e))
+}
+
+fn non_empty_string<'a>(raw: Option<&'a RawValue>, field: &str) -> Result<Cow<'a, str>, Rejection> {
+    let s = string(required(raw, field)?, field)?;
+    if s.is_empty() {
+        return Err(Rejection::malformed(field, "must be a non-empty string"));
+    }
+    Ok(s)
+}
+
+/// A JSON integer ≥ 0 that fits in a `u64`.
+fn uint(raw: &RawValue, field: &str) -> Result<u64, Rejection> {
+    let text = raw.get();
+    if text.bytes().all(|b| b.is_ascii_digit()) {
+        return text.parse::<u64>().map_err(|_| {
+            Rejection::malformed(
+                field,
+                format!("{text} is out of range (at most {})", u64::MAX),
+            )
+        });
+    }
+    let problem = if text.starts_with('-') && text[1..].bytes().all(|b| b.is_ascii_digit()) {
+        format!("must be an integer >= 0, got {text}")
+    } else {
+        format!("must be an integer >= 0, got {}", kind(text))
+    };
+    Err(Rejection::malformed(field, problem))
+}
+
+fn optional_uint(raw: Option<&RawValue>, field: &str) -> Result<Option<u64>, Rejection> {
+    raw.map(|r| uint(r, field)).transpose()
+}
+
+fn max_count(raw: Option<&RawValue>) -> Result<u64, Rejection> {
+    Ok(optional_uint(raw, "max_count")?
+        .unwrap_or(DEFAULT_MAX_COUNT)
+        .min(MAX_MAX_COUNT))
+}
+
+/// Names the JSON type of a raw value, for error texts.
+fn kind(text: &str) -> &'static str {
+    match text.as_bytes().first() {
+        Some(b'"') => "a string",
+        Some(b'{') => "an object",
+        Some(b'[') => "an array",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'n') => "null",
+        _ => "a number that is not a non-negative integer",
+    }
+}
+
+fn expected_version(raw: Option<&RawValue>) -> Result<ExpectedVersion, Rejection> {
+    let raw = required(raw, "version")?;
+    if raw.get() == "\"any\"" {
+        return Ok(ExpectedVersion::Any);
+    }
+    if raw.get().starts_with('"') {
+        return Err(Rejection::malformed(
+            "version",
+            format!("must be an integer >= 0 or \"any\", got {}", raw.get()),
+        ));
+    }
+    uint(raw, "version").map(|v| ExpectedVersion::Exact(Version(v)))
+}
+
+fn event_id(raw: Option<&RawValue>, field: &str) -> Result<Option<EventId>, Rejection> {
+    let Some(raw) = raw else { return Ok(None) };
+    let text = string(raw, field)?;
+    EventId::parse(&text)
+        .map(Some)
+        .ok_or_else(|| Rejection::malformed(field, format!("{text:?} is not a UUID")))
+}
+
+fn metadata<'a>(raw: Option<&'a RawValue>, field: &str) -> Result<Option<&'a RawValue>, Rejection> {
+    match raw {
+        Some(r) if !r.get().starts_with('{') => Err(Rejection::malformed(
+            field,
+            format!("must be a JSON object, got {}", kind(r.get())),
+        )),
+        other => Ok(other),
+    }
+}
+
+/// `{}`, the default `event_data`.
+fn empty_object() -> &'static RawValue {
+    // A literal that is valid JSON: deserialising it cannot fail.
+    static EMPTY: std::sync::OnceLock<Box<RawValue>> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(|| RawValue::from_string("{}".to_owned()).unwrap_or_default())
+}
+
+/// One element of an `events` array.
+#[derive(Deserialize)]
+struct RawEvent<'a> {
+    #[serde(borrow)]
+    event_type: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    event_data: Payload<'a>,
+    #[serde(borrow)]
+    metadata: Option<&'a RawValue>,
+    #[serde(borrow)]
+    event_id: Option<&'a RawValue>,
+}
+
+fn event_spec<'a>(
+    event_type: Option<&'a RawValue>,
+    data: Payload<'a>,
+    meta: Option<&'a RawValue>,
+    id: Option<&'a RawValue>,
+    prefix: &str,
+) -> Result<EventSpec<'a>, Rejection> {
+    let f = |name: &str| format!("{prefix}{name}");
+    Ok(EventSpec {
+        event_type: non_empty_string(event_type, &f("event_type"))?,
+        data: match data.0 {
+            Some(d) => d,
+            None => empty_object(),
+        },
+        metadata: metadata(meta, &f("metadata"))?,
+        id: event_id(id, &f("event_id"))?,
+    })
+}
+
+fn batch<'a>(raw: &'a RawValue) -> Result<Vec<EventSpec<'a>>, Rejection> {
+    if !raw.get().starts_with('[') {
+        return Err(Rejection::malformed(
+            "events",
+            format!("must be an array of event objects, got {}", kind(raw.get())),
+        ));
+    }
+    let items: Vec<&'a RawValue> =
+        serde_json::from_str(raw.get()).map_err(|e| Rejection::malformed("events", e))?;
+    if items.is_empty() {
+        return Err(Rejection::malformed(
+            "events",
+            "must hold at least one event",
+        ));
+    }
+    if items.len() > MAX_BATCH_EVENTS {
+        return Err(Rejection::malformed(
+            "events",
+            format!(
+                "holds {} events, more than the limit of {MAX_BATCH_EVENTS}",
+                items.len()
+            ),
+        ));
+    }
+    let mut specs = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let field = format!("events[{i}]");
+        if !item.get().starts_with('{') {
+            return Err(Rejection::malformed(
+                &field,
+                format!("must be an object, got {}", kind(item.get())),
+            ));
+        }
+        let e: RawEvent<'a> =
+            serde_json::from_str(item.get()).map_err(|e| Rejection::malformed(&field, e))?;
+        let spec = event_spec(
+            e.event_type,
+            e.event_data,
+            e.metadata,
+            e.event_id,
+            &format!("{field}."),
+        )?;
+        if let Some(id) = spec.id
+            && specs.iter().any(|s: &EventSpec<'_>| s.id == Some(id))
+        {
+            return Err(Rejection::malformed(
+                &format!("{field}.event_id"),
+                format!("{id} appears twice in the batch"),
+            ));
+        }
+        specs.push(spec);
+    }
+    Ok(specs)
+}
+
+fn append<'a>(b: &RawBody<'a>) -> Result<Request<'a>, Rejection> {
+    let aggregate_id = non_empty_string(b.aggregate_id, "aggregate_id")?;
+    let (events, is_batch) = match b.events {
+        Some(raw) => {
+            let single = [
+                ("event_type", b.event_type.is_some()),
+                ("event_data", b.event_data.0.is_some()),
+                ("metadata", b.metadata.is_some()),
+                ("event_id", b.event_id.is_some()),
+            ];
+            if let Some((name, _)) = single.iter().find(|(_, given)| *given) {
+                return Err(Rejection::malformed(
+                    "events",
+                    format!(
+                        "cannot be combined with {name}: give either the single-event fields or an events array"
+                    ),
+                ));
+            }
+            (batch(raw)?, true)
+        }
+        None => (
+            vec![event_spec(
+                b.event_type,
+                b.event_data,
+                b.metadata,
+                b.event_id,
+                "",
+            )?],
+            false,
+        ),
+    };
+    Ok(Request::Append {
+        aggregate_id,
+        expected: expected_version(b.version)?,
+        events,
+        batch: is_batch,
+    })
+}
+
+fn decode_body<'a>(b: &RawBody<'a>) -> Result<Request<'a>, Rejection> {
+    let kind_raw = required(b.kind, "type")?;
+    let message_type = string(kind_raw, "type")?;
+    let aggregate = || non_empty_string(b.aggregate_id, "aggregate_id");
+    match &*message_type {
+        "append" => append(b),
+        "create_snapshot" => Ok(Request::CreateSnapshot {
+            aggregate_id: aggregate()?,
+            expected: optional_uint(b.version, "version")?.map(Version),
+            state: b.state.0,
+        }),
+        "read_snapshot" => Ok(Request::ReadSnapshot {
+            aggregate_id: aggregate()?,
+        }),
+        "replay" => Ok(Request::Replay {
+            aggregate_id: aggregate()?,
+            use_snapshot: match b.use_snapshot.map(RawValue::get) {
+                None | Some("false") => false,
+                Some("true") => true,
+                Some(other) => {
+                    return Err(Rejection::malformed(
+                        "use_snapshot",
+                        format!("must be a boolean, got {}", kind(other)),
+                    ));
+                }
+            },
+        }),
+        "get_state" => {
+            let aggregate_id = aggregate()?;
+            let raw = required(b.timestamp, "timestamp")?;
+            let text = string(raw, "timestamp")?;
+            let at = Timestamp::parse_rfc3339(&text)
+                .map_err(|e| Rejection::malformed("timestamp", e))?;
+            Ok(Request::GetState {
+                aggregate_id,
+                at,
+                timestamp: raw,
+            })
+        }
+        "read_stream" => Ok(Request::ReadStream {
+            aggregate_id: aggregate()?,
+            from_version: Version(optional_uint(b.from_version, "from_version")?.unwrap_or(1)),
+            max_count: max_count(b.max_count)?,
+        }),
+        "read_all" => Ok(Request::ReadAll {
+            from_sequence: SequenceNumber(
+                optional_uint(b.from_sequence, "from_sequence")?.unwrap_or(1),
+            ),
+            max_count: max_count(b.max_count)?,
+        }),
+        "init" => {
+            let node_id = non_empty_string(b.node_id, "node_id")?;
+            let ids = required(b.node_ids, "node_ids")?;
+            if serde_json::from_str::<Vec<Cow<'_, str>>>(ids.get()).is_err() {
+                return Err(Rejection::malformed(
+                    "node_ids",
+                    "must be an array of strings",
+                ));
+            }
+            Ok(Request::Init { node_id })
+        }
+        other => Err(Rejection {
+            code: code::NOT_SUPPORTED,
+            text: format!("type: unknown message type {other:?}"),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(body: &str) -> Result<Request<'static>, Rejection> {
+        let line: &'static str =
+            Box::leak(format!(r#"{{"src":"c","dest":"n","body":{body}}}"#).into_boxed_str());
+        match decode(line.as_bytes()) {
+            Message::Envelope(e) => e.request,
+            Message::Unanswerable(why) => panic!("unanswerable: {why}"),
+        }
+    }
+
+    fn rejection(body: &str) -> (u64, String) {
+        let r = request(body).expect_err("should be rejected");
+        (r.code, r.text)
+    }
+
+    #[test]
+    fn decodes_the_seed_append() {
+        let r = request(
+            r#"{"type":"append","msg_id":1,"aggregate_id":"user-123","event_type":"UserCreated","event_data":{"name":"John"},"version":0}"#,
+        )
+        .unwrap();
+        let Request::Append {
+            aggregate_id,
+            expected,
+            events,
+            batch,
+        } = r
+        else {
+            panic!()
+        };
+        assert_eq!(aggregate_id, "user-123");
+        assert_eq!(expected, ExpectedVersion::Exact(Version(0)));
+        assert!(!batch);
+        assert_eq!(events[0].event_type, "UserCreated");
+        assert_eq!(events[0].data.get(), r#"{"name":"John"}"#);
+    }
+
+    #[test]
+    fn field_errors_name_the_field() {
+        let cases = [
+            (
+                r#"{"type":"append","aggregate_id":"a","event_type":"T","version":-1}"#,
+                "version",
+            ),
+            (
+                r#"{"type":"append","aggregate_id":"a","event_type":"T","version":"5"}"#,
+                "version",
+            ),
+            (
+                r#"{"type":"append","aggregate_id":"a","event_type":"T"}"#,
+                "version: missing",
+            ),
+            (
+                r#"{"type":"append","aggregate_id":"","event_type":"T","version":0}"#,
+                "aggregate_id",
+            ),
+            (
+                r#"{"type":"append","aggregate_id":7,"event_type":"T","version":0}"#,
+                "aggregate_id",
+            ),
+            (
+                r#"{"type":"append","aggregate_id":"a","event_type":"","version":0}"#,
+                "event_type",
+            ),
+            (
+                r#"{"type":"append","aggregate_id":"a","event_type":"T","version":0,"metadata":[]}"#,
+                "metadata",
+            ),
+            (
+                r#"{"type":"append","aggregate_id":"a","event_type":"T","version":0,"event_id":"x"}"#,
+                "event_id",
+            ),
+            (
+                r#"{"type":"append","aggregate_id":"a","version":0,"events":[]}"#,
+                "events",
+            ),
+            (
+                r#"{"type":"append","aggregate_id":"a","version":0,"events":[{"event_type":""}]}"#,
+                "events[0].event_type",
+            ),
+            (
+                r#"{"type":"append","aggregate_id":"a","event_type":"T","version":0,"events":[{"event_type":"T"}]}"#,
+                "events: cannot be combined",
+            ),
+            (r#"{"type":"read_all","max_count":1.5}"#, "max_count"),
+            (
+                r#"{"type":"replay","aggregate_id":"a","use_snapshot":"yes"}"#,
+                "use_snapshot",
+            ),
+            (
+                r#"{"type":"get_state","aggregate_id":"a","timestamp":"noon"}"#,
+                "timestamp",
+            ),
+            (r#"{"msg_id":3}"#, "type: missing"),
+        ];
+        for (body, field) in cases {
+            let (code, text) = rejection(body);
+            assert_eq!(code, code::MALFORMED_REQUEST, "{body}");
+            assert!(text.starts_with(field), "{body}: {text}");
+        }
+    }
+
+    #[test]
+    fn duplicate_ids_in_a_batch_are_rejected() {
+        let id = "67e55044-10b1-426f-9247-bb680e5fe0c8";
+        let body = format!(
+            r#"{{"type":"append","aggregate_id":"a","version":0,"events":[{{"event_type":"T","event_id":"{id}"}},{{"event_type":"T","event_id":"{id}"}}]}}"#
+        );
+        let (_, text) = rejection(&body);
+        assert!(text.starts_with("events[1].event_id"), "{text}");
+    }
+
+    #[test]
+    fn unknown_type_is_code_10() {
+        assert_eq!(rejection(r#"{"type":"dance"}"#).0, code::NOT_SUPPORTED);
+    }
+
+    #[test]
+    fn bad_msg_id_is_reported_without_an_id() {
+        let line = br#"{"src":"c","body":{"type":"read_all","msg_id":-4}}"#;
+        let Message::Envelope(e) = decode(line) else {
+            panic!()
+        };
+        assert_eq!(e.msg_id, None);
+        assert!(e.request.unwrap_err().text.starts_with("msg_id"));
+    }
+
+    #[test]
+    fn max_count_is_capped_and_defaults() {
+        let Ok(Request::ReadAll { max_count, .. }) =
+            request(r#"{"type":"read_all","max_count":99999}"#)
+        else {
+            panic!()
+        };
+        assert_eq!(max_count, MAX_MAX_COUNT);
+        let Ok(Request::ReadAll {
+            max_count,
+            from_sequence,
+        }) = request(r#"{"type":"read_all"}"#)
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (max_count, from_sequence),
+            (DEFAULT_MAX_COUNT, SequenceNumber(1))
+        );
+    }
+
+    #[test]
+    fn unanswerable_lines() {
+        for line in [
+            &b"not json"[..],
+            b"[1]",
+            br#"{"body":{}}"#,
+            br#"{"src":1,"body":{}}"#,
+            br#"{"src":"c","body":5}"#,
+            b"\xff\xfe",
+            b"",
+        ] {
+            assert!(
+                matches!(decode(line), Message::Unanswerable(_)),
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
+    }
+
+    #[test]
+    fn duplicate_body_field_gets_an_error_reply_with_msg_id() {
+        let line =
+            br#"{"src":"c","body":{"type":"read_all","msg_id":9,"max_count":1,"max_count":2}}"#;
+        let Message::Envelope(e) = decode(line) else {
+            panic!()
+        };
+        assert_eq!(e.msg_id, Some(9));
+        assert_eq!(e.request.unwrap_err().code, code::MALFORMED_REQUEST);
+    }
+
+    #[test]
+    fn escaped_strings_are_decoded() {
+        let Ok(Request::ReadStream { aggregate_id, .. }) =
+            request(r#"{"type":"read_stream","aggregate_id":"a\"b\u00e9"}"#)
+        else {
+            panic!()
+        };
+        assert_eq!(aggregate_id, "a\"bé");
+    }
+
+    #[test]
+    fn null_payload_is_kept_and_null_option_is_absent() {
+        let Ok(Request::Append { events, .. }) = request(
+            r#"{"type":"append","aggregate_id":"a","event_type":"T","event_data":null,"metadata":null,"version":0}"#,
+        ) else {
+            panic!()
+        };
+        assert_eq!(events[0].data.get(), "null");
+        assert!(events[0].metadata.is_none());
+    }
+}
