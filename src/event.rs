@@ -14,13 +14,15 @@ use crate::store::Aggregate;
 use crate::time::Timestamp;
 use crate::types::{EventId, SequenceNumber, Version};
 use serde_json::value::RawValue;
+use std::borrow::Cow;
 use std::sync::Arc;
 
 /// An event to append.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct NewEvent<'a> {
-    /// Non-empty name of what happened, e.g. `"UserCreated"`.
-    pub event_type: &'a str,
+    /// Non-empty name of what happened, e.g. `"UserCreated"` (borrowed from
+    /// the request when it had no escapes).
+    pub event_type: Cow<'a, str>,
     /// The event's payload: any JSON.
     pub data: &'a RawValue,
     /// Optional metadata: must be a JSON object.
@@ -33,7 +35,7 @@ impl<'a> NewEvent<'a> {
     /// An event with the given type and data, no metadata, generated id.
     pub fn new(event_type: &'a str, data: &'a RawValue) -> NewEvent<'a> {
         NewEvent {
-            event_type,
+            event_type: Cow::Borrowed(event_type),
             data,
             metadata: None,
             id: None,
@@ -88,7 +90,7 @@ impl Payload {
         let data = e.data.get();
         let meta = e.metadata.map_or("", RawValue::get);
         let mut text = String::with_capacity(e.event_type.len() + data.len() + meta.len());
-        text.push_str(e.event_type);
+        text.push_str(&e.event_type);
         text.push_str(data);
         text.push_str(meta);
         Payload {

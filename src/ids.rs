@@ -4,24 +4,27 @@
 //! append, so the store must answer "is this id already stored, and where?"
 //! for *every* id, generated or given. Keeping a hash index of all ids costs
 //! ~30–50 bytes per event and a hash insert per append. Instead, a generated
-//! id is a function of the event's sequence number that can be inverted:
+//! id is an invertible function of the event's sequence number:
 //!
 //! ```text
-//!   high 64 bits: the store's random tag (version nibble = 4)
-//!   low 64 bits:  variant 0b10 ‖ feistel_k(sequence_number)   (62 bits)
+//!   x   = tag (60 bits, random per store) ‖ sequence number (62 bits)
+//!   id  = feistel_k(x): 122 bits, laid into a UUID around its version (4)
+//!         and variant (0b10) bits
 //! ```
 //!
-//! `feistel_k` is a 4-round Feistel network on 62 bits keyed by the store's
-//! random key: a bijection, so generated ids never collide with each other, and
-//! to the outside they look random (a block cipher run over a counter is how
-//! most PRNGs make random bits). Generating one costs a few multiplications
-//! and no syscall. Looking one up inverts the permutation and checks the event
-//! at that position ([`IdScheme::sequence_of`]).
+//! `feistel_k` is a 4-round Feistel network on 2 × 61 bits keyed by the
+//! store's random key: a bijection, so generated ids never collide with each
+//! other, and every bit of the id depends on every bit of the input, so ids
+//! look random (a block cipher run over a counter is how most PRNGs make
+//! random bits). Generating one costs a few multiplications and no syscall.
+//! Looking one up inverts the permutation; if the recovered tag is this
+//! store's, the rest is the sequence number, and the caller checks the
+//! event there ([`IdScheme::sequence_of`]).
 //!
-//! Client-given ids live in a hash index of their own. The only way a client
-//! id could clash with a *future* generated id is to carry this store's
-//! 60-bit random tag (odds 2⁻⁶⁰ for a random UUID); the store rejects such a
-//! given id unless it names an event that already exists (see
+//! Client-given ids live in a hash index of their own. A client id could
+//! clash with a *future* generated id only if it inverts to this store's
+//! 60-bit tag (odds 2⁻⁶⁰ for a random UUID); the store rejects such a given
+//! id unless it names an event that already exists (see
 //! `store::EventStore::append`), so the two spaces never overlap.
 //!
 //! The permutation is not cryptographic: it makes ids unique and invertible,
@@ -30,9 +33,9 @@
 use crate::types::{EventId, SequenceNumber};
 use std::hash::BuildHasher;
 
-const MASK31: u64 = (1 << 31) - 1;
+const MASK61: u64 = (1 << 61) - 1;
+const MASK60: u64 = (1 << 60) - 1;
 const MASK62: u64 = (1 << 62) - 1;
-const VARIANT: u64 = 0b10 << 62;
 
 /// The key material of one store's id generator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,7 +56,7 @@ impl IdScheme {
     /// Rebuilds a scheme from persisted parts (see [`IdScheme::parts`]).
     pub fn from_parts(tag: u64, keys: [u64; 4]) -> IdScheme {
         IdScheme {
-            tag: (tag & !0xF000) | 0x4000,
+            tag: tag & MASK60,
             keys,
         }
     }
@@ -66,24 +69,35 @@ impl IdScheme {
     /// The id of the event at `seq`. `seq` must be below 2⁶².
     pub fn generate(&self, seq: SequenceNumber) -> EventId {
         debug_assert!(seq.0 <= MASK62, "sequence number exceeds 62 bits");
-        let low = VARIANT | self.permute(seq.0 & MASK62);
-        EventId::from_u128((u128::from(self.tag) << 64) | u128::from(low))
+        let x = (u128::from(self.tag) << 62) | u128::from(seq.0 & MASK62);
+        let y = self.permute(x);
+        // Spread the 122 bits around the UUID's version nibble (bits 76..80)
+        // and variant bits (62..64).
+        let high = (y >> 62) as u64; // 60 bits
+        let low = (y as u64) & MASK62;
+        let top = ((high >> 12) << 16) | 0x4000 | (high & 0xFFF);
+        let bottom = (0b10 << 62) | low;
+        EventId::from_u128((u128::from(top) << 64) | u128::from(bottom))
     }
 
-    /// Whether `id` carries this store's tag (and so could be a generated id).
-    pub fn is_tagged(&self, id: EventId) -> bool {
-        let v = id.as_u128();
-        (v >> 64) as u64 == self.tag && (v as u64) >> 62 == 0b10
-    }
-
-    /// The sequence number whose generated id `id` would be, if it carries
-    /// this store's tag. The caller still checks that the event at that
-    /// position really has this id (a client id may carry the tag by chance).
+    /// The sequence number whose generated id `id` would be, if it inverts
+    /// to this store's tag. The caller still checks that the event at that
+    /// position really has this id.
     pub fn sequence_of(&self, id: EventId) -> Option<SequenceNumber> {
-        if !self.is_tagged(id) {
+        let v = id.as_u128();
+        let (top, bottom) = ((v >> 64) as u64, v as u64);
+        if (top >> 12) & 0xF != 4 || bottom >> 62 != 0b10 {
             return None;
         }
-        Some(SequenceNumber(self.unpermute(id.as_u128() as u64 & MASK62)))
+        let high = ((top >> 16) << 12) | (top & 0xFFF);
+        let y = (u128::from(high) << 62) | u128::from(bottom & MASK62);
+        let x = self.unpermute(y);
+        ((x >> 62) as u64 == self.tag).then(|| SequenceNumber(x as u64 & MASK62))
+    }
+
+    /// Whether `id` has the form of an id this store generates.
+    pub fn is_tagged(&self, id: EventId) -> bool {
+        self.sequence_of(id).is_some()
     }
 
     fn round(&self, half: u64, i: usize) -> u64 {
@@ -92,23 +106,23 @@ impl IdScheme {
         let mut z = half ^ self.keys[i];
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        (z ^ (z >> 31)) & MASK31
+        (z ^ (z >> 31)) & MASK61
     }
 
-    fn permute(&self, x: u64) -> u64 {
-        let (mut l, mut r) = (x >> 31, x & MASK31);
+    fn permute(&self, x: u128) -> u128 {
+        let (mut l, mut r) = ((x >> 61) as u64 & MASK61, x as u64 & MASK61);
         for i in 0..4 {
             (l, r) = (r, l ^ self.round(r, i));
         }
-        (l << 31) | r
+        (u128::from(l) << 61) | u128::from(r)
     }
 
-    fn unpermute(&self, y: u64) -> u64 {
-        let (mut l, mut r) = (y >> 31, y & MASK31);
+    fn unpermute(&self, y: u128) -> u128 {
+        let (mut l, mut r) = ((y >> 61) as u64 & MASK61, y as u64 & MASK61);
         for i in (0..4).rev() {
             (l, r) = (r ^ self.round(l, i), l);
         }
-        (l << 31) | r
+        (u128::from(l) << 61) | u128::from(r)
     }
 }
 
@@ -137,6 +151,15 @@ mod tests {
             assert_eq!(u.get_variant(), uuid::Variant::RFC4122);
             assert!(seen.insert(id));
         }
+    }
+
+    #[test]
+    fn generated_ids_differ_in_their_leading_bits_too() {
+        let s = IdScheme::random();
+        let a = s.generate(SequenceNumber(1)).as_u128() >> 96;
+        let b = s.generate(SequenceNumber(2)).as_u128() >> 96;
+        let c = s.generate(SequenceNumber(3)).as_u128() >> 96;
+        assert!(a != b || b != c);
     }
 
     #[test]

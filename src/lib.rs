@@ -14,6 +14,7 @@
 //! time.rs       Timestamp: microseconds, RFC 3339 format and parse
 //! ids.rs        generated event ids: a keyed permutation of the sequence number
 //! json.rs       allocation-free JSON writing helpers
+//! hash.rs       a fast keyed hasher for the maps
 //! event.rs      NewEvent (input) and Event (stored, raw JSON text packed)
 //! fold.rs       the state fold (shallow merge) on raw JSON text
 //! log.rs        the global log: AtomicU64 tickets, lock-free contiguous reads
@@ -57,6 +58,7 @@
 pub mod error;
 pub mod event;
 pub mod fold;
+pub mod hash;
 pub mod ids;
 pub mod json;
 mod log;

@@ -40,6 +40,7 @@
 
 use crate::error::{AppendError, ConcurrencyError, IdConflict, InvalidAppend};
 use crate::event::{Event, NewEvent, Payload, RecordedEvent};
+use crate::hash::KeyedState;
 use crate::ids::IdScheme;
 use crate::log::Log;
 use crate::snapshot::SnapshotRecord;
@@ -159,8 +160,8 @@ impl Appended {
 /// ```
 pub struct EventStore {
     pub(crate) log: Log,
-    aggregates: DashMap<Arc<str>, Arc<Aggregate>>,
-    client_ids: DashMap<EventId, SequenceNumber>,
+    aggregates: DashMap<Arc<str>, Arc<Aggregate>, KeyedState>,
+    client_ids: DashMap<EventId, SequenceNumber, KeyedState>,
     /// Serialises appends that carry client-given ids, so that "is this id
     /// stored?" and "store it" are one step. Appends with only generated ids
     /// never take it (their ids cannot clash).
@@ -193,8 +194,8 @@ impl EventStore {
     pub fn with_id_scheme(ids: IdScheme) -> EventStore {
         EventStore {
             log: Log::new(),
-            aggregates: DashMap::new(),
-            client_ids: DashMap::new(),
+            aggregates: DashMap::default(),
+            client_ids: DashMap::default(),
             id_gate: Mutex::new(()),
             ids,
         }
@@ -277,18 +278,39 @@ impl EventStore {
             }
             None => self.find_or_create(aggregate_id),
         };
-        let payloads: Vec<Payload> = events.iter().map(Payload::pack).collect();
+        // Packed before any lock is taken; a single event needs no Vec.
+        match events {
+            [one] => self.append_packed(
+                &aggregate,
+                expected,
+                events,
+                std::iter::once(Payload::pack(one)),
+            ),
+            _ => {
+                let packed: Vec<Payload> = events.iter().map(Payload::pack).collect();
+                self.append_packed(&aggregate, expected, events, packed.into_iter())
+            }
+        }
+    }
 
+    fn append_packed(
+        &self,
+        aggregate: &Arc<Aggregate>,
+        expected: ExpectedVersion,
+        events: &[NewEvent<'_>],
+        payloads: impl ExactSizeIterator<Item = Payload>,
+    ) -> Result<Appended, AppendError> {
+        let has_client_ids = events.iter().any(|e| e.id.is_some());
         let _gate = has_client_ids.then(|| self.id_gate.lock());
         let mut stream = aggregate.stream.lock();
-        if has_client_ids && let Some(done) = self.check_ids(&aggregate, &stream, events)? {
+        if has_client_ids && let Some(done) = self.check_ids(aggregate, &stream, events)? {
             return Ok(done);
         }
         let current = stream.version();
         if !expected.matches(current) {
             return Err(concurrency(expected, current));
         }
-        let appended = self.commit(&aggregate, &mut stream, payloads, Timestamp::now());
+        let appended = self.commit(aggregate, &mut stream, payloads, Timestamp::now());
         if has_client_ids {
             for (seq, e) in appended.positions.iter().zip(events) {
                 if let Some(id) = e.id.filter(|&id| !self.ids.is_tagged(id)) {
@@ -305,18 +327,16 @@ impl EventStore {
         &self,
         aggregate: &Arc<Aggregate>,
         stream: &mut MutexGuard<'_, Stream>,
-        payloads: Vec<Payload>,
+        payloads: impl ExactSizeIterator<Item = Payload>,
         now: Timestamp,
     ) -> Appended {
         let count = payloads.len() as u64;
         let mut version = stream.version().0;
-        let first = self
-            .log
-            .append(payloads.into_iter(), now, |seq, at, payload| {
-                version += 1;
-                let id = payload.id.unwrap_or_else(|| self.ids.generate(seq));
-                Event::new(payload, id, Arc::clone(aggregate), Version(version), at)
-            });
+        let first = self.log.append(payloads, now, |seq, at, payload| {
+            version += 1;
+            let id = payload.id.unwrap_or_else(|| self.ids.generate(seq));
+            Event::new(payload, id, Arc::clone(aggregate), Version(version), at)
+        });
         let before = stream.seqs.len() as u64;
         stream
             .seqs

@@ -16,9 +16,8 @@
 //!
 //! [`Core::handle`] runs all three on one line, for tests and `--workers 1`.
 
-use super::request::{Envelope, EventSpec, Message, Rejection, Request, code, decode};
+use super::request::{Envelope, Message, Rejection, Request, code, decode};
 use crate::error::{AppendError, ConcurrencyError};
-use crate::event::NewEvent;
 use crate::json;
 use crate::snapshot::{FoldPlan, SnapshotRecord};
 use crate::store::{Aggregate, Appended, EventStore};
@@ -138,25 +137,21 @@ impl Core {
                 aggregate_id,
                 expected,
                 events,
-                batch,
-            } => {
-                let new: Vec<NewEvent<'_>> = events.iter().map(new_event).collect();
-                match store.append(aggregate_id, *expected, &new) {
-                    Ok(appended) => Outcome::Appended {
-                        appended,
-                        batch: *batch,
-                    },
-                    Err(AppendError::Concurrency(e)) => Outcome::Concurrency(e),
-                    Err(AppendError::IdConflict(e)) => Outcome::Error(Rejection {
-                        code: code::PRECONDITION_FAILED,
-                        text: e.to_string(),
-                    }),
-                    Err(AppendError::Invalid(e)) => Outcome::Error(Rejection {
-                        code: code::MALFORMED_REQUEST,
-                        text: e.to_string(),
-                    }),
-                }
-            }
+            } => match store.append(aggregate_id, *expected, events.as_slice()) {
+                Ok(appended) => Outcome::Appended {
+                    appended,
+                    batch: events.is_batch(),
+                },
+                Err(AppendError::Concurrency(e)) => Outcome::Concurrency(e),
+                Err(AppendError::IdConflict(e)) => Outcome::Error(Rejection {
+                    code: code::PRECONDITION_FAILED,
+                    text: e.to_string(),
+                }),
+                Err(AppendError::Invalid(e)) => Outcome::Error(Rejection {
+                    code: code::MALFORMED_REQUEST,
+                    text: e.to_string(),
+                }),
+            },
             Request::CreateSnapshot {
                 aggregate_id,
                 expected,
@@ -216,15 +211,6 @@ impl Core {
                 Outcome::InitOk
             }
         }
-    }
-}
-
-fn new_event<'a>(spec: &'a EventSpec<'a>) -> NewEvent<'a> {
-    NewEvent {
-        event_type: &spec.event_type,
-        data: spec.data,
-        metadata: spec.metadata,
-        id: spec.id,
     }
 }
 

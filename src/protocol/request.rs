@@ -12,6 +12,7 @@
 //! `null` counts as "not given" for every optional field except the JSON
 //! payloads `event_data` and `state`, where it is a value like any other.
 
+use crate::event::NewEvent;
 use crate::time::Timestamp;
 use crate::types::{EventId, ExpectedVersion, SequenceNumber, Version};
 use serde::{Deserialize, Deserializer};
@@ -115,17 +116,28 @@ struct LooseBody<'a> {
     msg_id: Option<&'a RawValue>,
 }
 
-/// One event of an append, fields checked.
-#[derive(Debug, Clone)]
-pub struct EventSpec<'a> {
-    /// The event type (non-empty).
-    pub event_type: Cow<'a, str>,
-    /// The event data (raw JSON; `{}` when not given).
-    pub data: &'a RawValue,
-    /// The metadata object, if given.
-    pub metadata: Option<&'a RawValue>,
-    /// The client's event id, if given.
-    pub id: Option<EventId>,
+/// The events of an append: one (the single form, no allocation) or many.
+#[derive(Debug)]
+pub enum Events<'a> {
+    /// The single-event form.
+    One(NewEvent<'a>),
+    /// The `events` array form.
+    Batch(Vec<NewEvent<'a>>),
+}
+
+impl<'a> Events<'a> {
+    /// The events as a slice.
+    pub fn as_slice(&self) -> &[NewEvent<'a>] {
+        match self {
+            Events::One(e) => std::slice::from_ref(e),
+            Events::Batch(v) => v,
+        }
+    }
+
+    /// Whether the request used the `events` array form.
+    pub fn is_batch(&self) -> bool {
+        matches!(self, Events::Batch(_))
+    }
 }
 
 /// A request, every field checked.
@@ -137,10 +149,8 @@ pub enum Request<'a> {
         aggregate_id: Cow<'a, str>,
         /// The expected version.
         expected: ExpectedVersion,
-        /// The events (one for the single form).
-        events: Vec<EventSpec<'a>>,
-        /// Whether the request used the `events` array form.
-        batch: bool,
+        /// The events.
+        events: Events<'a>,
     },
     /// `create_snapshot`.
     CreateSnapshot {
@@ -206,9 +216,17 @@ pub struct Rejection {
 
 impl Rejection {
     fn malformed(field: &str, problem: impl std::fmt::Display) -> Rejection {
+        let problem = problem.to_string();
+        // Helpers called with an empty field name leave the text bare, for
+        // the caller to prefix (see `event_spec`).
+        let text = if field.is_empty() {
+            problem
+        } else {
+            format!("{field}: {problem}")
+        };
         Rejection {
             code: code::MALFORMED_REQUEST,
-            text: format!("{field}: {problem}"),
+            text,
         }
     }
 }
@@ -238,7 +256,12 @@ pub struct Envelope<'a> {
 
 /// Decodes one line (without its newline).
 pub fn decode(line: &[u8]) -> Message<'_> {
-    match serde_json::from_slice::<RawEnvelope<'_>>(line) {
+    // Validate UTF-8 once for the whole line (SIMD-fast), then parse as
+    // `str`: serde_json then skips re-validating every raw value it borrows.
+    let Ok(line) = std::str::from_utf8(line) else {
+        return Message::Unanswerable("line ignored: not valid UTF-8".to_owned());
+    };
+    match serde_json::from_str::<RawEnvelope<'_>>(line) {
         Ok(RawEnvelope { src, dest, body }) => {
             let (Some(src), Some(body)) = (src.filter(|s| is_string(s)), body) else {
                 return Message::Unanswerable(missing_envelope(src.is_some()));
@@ -268,8 +291,8 @@ fn missing_envelope(has_src: bool) -> String {
 }
 
 /// Second pass after the strict one failed: is the envelope usable?
-fn decode_loose(line: &[u8], strict: serde_json::Error) -> Message<'_> {
-    let Ok(loose) = serde_json::from_slice::<LooseEnvelope<'_>>(line) else {
+fn decode_loose(line: &str, strict: serde_json::Error) -> Message<'_> {
+    let Ok(loose) = serde_json::from_str::<LooseEnvelope<'_>>(line) else {
         return Message::Unanswerable(format!("line ignored: not a JSON object: {strict}"));
     };
     let (Some(src), Some(body)) = (loose.src.filter(|s| is_string(s)), loose.body) else {
@@ -419,26 +442,44 @@ struct RawEvent<'a> {
     event_id: Option<&'a RawValue>,
 }
 
+/// Field names of one event: bare for the single form, `events[i].` for a
+/// batch element (built only when an error needs it).
+#[derive(Clone, Copy)]
+enum Prefix {
+    Single,
+    Element(usize),
+}
+
+impl Prefix {
+    fn field(self, name: &str) -> String {
+        match self {
+            Prefix::Single => name.to_owned(),
+            Prefix::Element(i) => format!("events[{i}].{name}"),
+        }
+    }
+}
+
 fn event_spec<'a>(
     event_type: Option<&'a RawValue>,
     data: Payload<'a>,
     meta: Option<&'a RawValue>,
     id: Option<&'a RawValue>,
-    prefix: &str,
-) -> Result<EventSpec<'a>, Rejection> {
-    let f = |name: &str| format!("{prefix}{name}");
-    Ok(EventSpec {
-        event_type: non_empty_string(event_type, &f("event_type"))?,
+    prefix: Prefix,
+) -> Result<NewEvent<'a>, Rejection> {
+    let with_field =
+        |name: &'static str| move |r: Rejection| Rejection::malformed(&prefix.field(name), r.text);
+    Ok(NewEvent {
+        event_type: non_empty_string(event_type, "").map_err(with_field("event_type"))?,
         data: match data.0 {
             Some(d) => d,
             None => empty_object(),
         },
-        metadata: metadata(meta, &f("metadata"))?,
-        id: event_id(id, &f("event_id"))?,
+        metadata: metadata(meta, "").map_err(with_field("metadata"))?,
+        id: event_id(id, "").map_err(with_field("event_id"))?,
     })
 }
 
-fn batch<'a>(raw: &'a RawValue) -> Result<Vec<EventSpec<'a>>, Rejection> {
+fn batch<'a>(raw: &'a RawValue) -> Result<Vec<NewEvent<'a>>, Rejection> {
     if !raw.get().starts_with('[') {
         return Err(Rejection::malformed(
             "events",
@@ -478,10 +519,10 @@ fn batch<'a>(raw: &'a RawValue) -> Result<Vec<EventSpec<'a>>, Rejection> {
             e.event_data,
             e.metadata,
             e.event_id,
-            &format!("{field}."),
+            Prefix::Element(i),
         )?;
         if let Some(id) = spec.id
-            && specs.iter().any(|s: &EventSpec<'_>| s.id == Some(id))
+            && specs.iter().any(|s: &NewEvent<'_>| s.id == Some(id))
         {
             return Err(Rejection::malformed(
                 &format!("{field}.event_id"),
@@ -495,7 +536,7 @@ fn batch<'a>(raw: &'a RawValue) -> Result<Vec<EventSpec<'a>>, Rejection> {
 
 fn append<'a>(b: &RawBody<'a>) -> Result<Request<'a>, Rejection> {
     let aggregate_id = non_empty_string(b.aggregate_id, "aggregate_id")?;
-    let (events, is_batch) = match b.events {
+    let events = match b.events {
         Some(raw) => {
             let single = [
                 ("event_type", b.event_type.is_some()),
@@ -511,24 +552,20 @@ fn append<'a>(b: &RawBody<'a>) -> Result<Request<'a>, Rejection> {
                     ),
                 ));
             }
-            (batch(raw)?, true)
+            Events::Batch(batch(raw)?)
         }
-        None => (
-            vec![event_spec(
-                b.event_type,
-                b.event_data,
-                b.metadata,
-                b.event_id,
-                "",
-            )?],
-            false,
-        ),
+        None => Events::One(event_spec(
+            b.event_type,
+            b.event_data,
+            b.metadata,
+            b.event_id,
+            Prefix::Single,
+        )?),
     };
     Ok(Request::Append {
         aggregate_id,
         expected: expected_version(b.version)?,
         events,
-        batch: is_batch,
     })
 }
 
@@ -628,11 +665,12 @@ mod tests {
             aggregate_id,
             expected,
             events,
-            batch,
         } = r
         else {
             panic!()
         };
+        let batch = events.is_batch();
+        let events = events.as_slice();
         assert_eq!(aggregate_id, "user-123");
         assert_eq!(expected, ExpectedVersion::Exact(Version(0)));
         assert!(!batch);
@@ -798,6 +836,7 @@ mod tests {
         ) else {
             panic!()
         };
+        let events = events.as_slice();
         assert_eq!(events[0].data.get(), "null");
         assert!(events[0].metadata.is_none());
     }
