@@ -94,6 +94,9 @@ pub enum AppendError {
     IdConflict(IdConflict),
     /// The request itself is malformed.
     Invalid(InvalidAppend),
+    /// A durable store could not persist: the write is applied in memory
+    /// but not durable, and the store accepts no further acknowledgements.
+    Storage(String),
 }
 
 impl fmt::Display for AppendError {
@@ -102,6 +105,7 @@ impl fmt::Display for AppendError {
             AppendError::Concurrency(e) => e.fmt(f),
             AppendError::IdConflict(e) => e.fmt(f),
             AppendError::Invalid(e) => e.fmt(f),
+            AppendError::Storage(e) => write!(f, "storage failed: {e}"),
         }
     }
 }
@@ -120,6 +124,12 @@ impl From<ConcurrencyError> for AppendError {
 impl From<IdConflict> for AppendError {
     fn from(e: IdConflict) -> Self {
         AppendError::IdConflict(e)
+    }
+}
+
+impl From<std::io::Error> for AppendError {
+    fn from(e: std::io::Error) -> Self {
+        AppendError::Storage(e.to_string())
     }
 }
 

@@ -84,6 +84,20 @@ pub(crate) struct Payload {
 }
 
 impl Payload {
+    /// Packs restored texts (from a durable log) with their id.
+    pub(crate) fn restored(event_type: &str, data: &str, metadata: &str, id: EventId) -> Payload {
+        let mut text = String::with_capacity(event_type.len() + data.len() + metadata.len());
+        text.push_str(event_type);
+        text.push_str(data);
+        text.push_str(metadata);
+        Payload {
+            text: text.into_boxed_str(),
+            type_len: event_type.len() as u32,
+            data_len: data.len() as u32,
+            id: Some(id),
+        }
+    }
+
     /// Packs an event's texts. The caller has checked that every part fits
     /// in `u32` (see `store::validate`).
     pub(crate) fn pack(e: &NewEvent<'_>) -> Payload {

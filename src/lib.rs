@@ -21,6 +21,11 @@
 //! store.rs      EventStore: aggregates in a DashMap, append, reads
 //! snapshot.rs   snapshots, replay, state-at-time (plans executed later)
 //! error.rs      error enums with protocol-ready messages
+//! storage/      durability: checksummed segment files, group commit, recovery
+//!   crc32c.rs     the record checksum
+//!   record.rs     frame and record format
+//!   wal.rs        pending buffer, segments, fdatasync, the directory lock
+//!   mod.rs        feeding the log from appends; recovery on open
 //! protocol/     the sans-IO core: decode a line, apply it, encode the reply
 //!   request.rs    line → Request (borrowed, every field checked)
 //!   handler.rs    Request → Outcome (serial, on the store) → reply bytes
@@ -65,6 +70,7 @@ mod log;
 pub mod node;
 pub mod protocol;
 pub mod snapshot;
+pub mod storage;
 pub mod store;
 pub mod time;
 pub mod types;
@@ -72,6 +78,7 @@ pub mod types;
 pub use error::{AppendError, ConcurrencyError, IdConflict, InvalidAppend};
 pub use event::{Event, NewEvent, RecordedEvent};
 pub use snapshot::{FoldPlan, Replay, Snapshot};
+pub use storage::{FsyncPolicy, OpenError};
 pub use store::{AllSlice, Appended, EventStore, Positions, StreamSlice};
 pub use time::Timestamp;
 pub use types::{EventId, ExpectedVersion, SequenceNumber, Version};

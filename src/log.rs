@@ -121,6 +121,13 @@ impl Log {
         event
     }
 
+    /// A slot written by the current ticket holder but maybe not yet
+    /// published (for `persist` callbacks only).
+    pub(crate) fn written(&self, seq: SequenceNumber) -> Option<&Event> {
+        let (chunk, offset) = locate(seq.0);
+        self.chunks[chunk].get().and_then(|c| c[offset].get())
+    }
+
     /// Appends `items.len()` events with consecutive sequence numbers and
     /// returns the first. `build` turns each prepared item into its event
     /// given its sequence number and timestamp; it must not panic.
@@ -128,10 +135,15 @@ impl Log {
     /// `now` is the caller's reading of the clock (taken before the ticket,
     /// to keep the clock read out of the serial section); the event gets
     /// `max(now, previous recorded_at)`.
-    pub(crate) fn append<T, I, F>(&self, items: I, now: Timestamp, mut build: F) -> SequenceNumber
+    ///
+    /// `persist` runs after the slots are written and before they are
+    /// published, still in ticket order: durable stores serialise their
+    /// log record there, so records reach the file in sequence order.
+    pub(crate) fn append<T, I, F, P>(&self, items: I, now: Timestamp, mut build: F, persist: P) -> SequenceNumber
     where
         I: ExactSizeIterator<Item = T>,
         F: FnMut(SequenceNumber, Timestamp, T) -> Event,
+        P: FnOnce(SequenceNumber, &Log),
     {
         let n = items.len() as u64;
         debug_assert!(n > 0, "empty append reached the log");
@@ -161,6 +173,7 @@ impl Log {
         }
         debug_assert_eq!(seq, first + n, "iterator length lied");
         let last = seq - 1;
+        persist(SequenceNumber(first), self);
         self.tail
             .last_recorded_micros
             .store(recorded_at.0, Ordering::Relaxed);

@@ -1,7 +1,7 @@
 //! The `eventstore` node: JSON lines on stdin, replies on stdout. This file
 //! only parses flags; see the library's `node` module for the rest.
 
-use eventstore::EventStore;
+use eventstore::{EventStore, FsyncPolicy};
 use eventstore::node::{Config, run};
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -24,6 +24,16 @@ Options:
   --max-line-bytes N    longest input line accepted, in bytes (default
                         16777216 = 16 MiB); a longer line is skipped without
                         being held in memory and gets no reply
+  --data-dir DIR        keep the store durably in DIR (created if missing):
+                        every event and snapshot is written to checksummed
+                        segment files, a reply is sent only once its data is
+                        synced to disk, and a restart recovers everything.
+                        Without it the store lives in memory and every run
+                        starts empty. One node per DIR (a lock file enforces it)
+  --fsync always|never  with --data-dir: `always` (default) calls fdatasync
+                        before replying (one sync per batch of requests);
+                        `never` leaves flushing to the OS: faster, survives a
+                        killed process but not a power loss
   -h, --help            print this help and exit
 ";
 
@@ -35,26 +45,36 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Config>, Stri
             Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
             _ => (arg.clone(), None),
         };
-        let mut value = |name: &str| -> Result<usize, String> {
-            let text = inline
+        let mut text = |name: &str| -> Result<String, String> {
+            inline
                 .clone()
                 .or_else(|| args.next())
-                .ok_or_else(|| format!("{name} needs a value"))?;
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        let whole = |name: &str, text: String| -> Result<usize, String> {
             text.parse::<usize>()
                 .map_err(|_| format!("{name}: {text:?} is not a whole number"))
         };
         match flag.as_str() {
             "-h" | "--help" => return Ok(None),
             "--workers" => {
-                config.workers = value("--workers")?;
+                config.workers = whole("--workers", text("--workers")?)?;
                 if config.workers == 0 || config.workers > 1024 {
                     return Err("--workers must be between 1 and 1024".into());
                 }
             }
             "--max-line-bytes" => {
-                config.max_line_bytes = value("--max-line-bytes")?;
+                config.max_line_bytes = whole("--max-line-bytes", text("--max-line-bytes")?)?;
                 if config.max_line_bytes == 0 {
                     return Err("--max-line-bytes must be at least 1".into());
+                }
+            }
+            "--data-dir" => config.data_dir = Some(text("--data-dir")?.into()),
+            "--fsync" => {
+                config.fsync = match text("--fsync")?.as_str() {
+                    "always" => FsyncPolicy::Always,
+                    "never" => FsyncPolicy::Never,
+                    other => return Err(format!("--fsync: {other:?} is neither \"always\" nor \"never\"")),
                 }
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
@@ -79,7 +99,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let store = Arc::new(EventStore::new());
+    let store = match &config.data_dir {
+        None => EventStore::new(),
+        Some(dir) => match EventStore::open(dir, config.fsync) {
+            Ok(store) => store,
+            Err(e) => {
+                eprintln!("eventstore: cannot open --data-dir {}: {e}", dir.display());
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let store = Arc::new(store);
     // Raw file handles on fds 0 and 1: the node does its own batching, so
     // std's stdin buffer and stdout line buffering would only add copies
     // (and a flush per newline).
@@ -96,7 +126,7 @@ fn main() -> ExitCode {
     match run(&config, store, input, output) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("eventstore: reading stdin failed: {e}");
+            eprintln!("eventstore: {e}");
             ExitCode::FAILURE
         }
     }

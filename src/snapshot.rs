@@ -17,7 +17,7 @@
 //! computed on first read and memoised (`OnceLock`). Creating one is O(1);
 //! a snapshot with a given state stores that JSON text.
 
-use crate::error::ConcurrencyError;
+use crate::error::{AppendError, ConcurrencyError};
 use crate::fold::Fold;
 use crate::store::{Aggregate, EventStore};
 use crate::time::Timestamp;
@@ -28,12 +28,12 @@ use std::sync::{Arc, OnceLock};
 /// A stored snapshot (its state may not be folded yet).
 #[derive(Debug)]
 pub struct SnapshotRecord {
-    version: Version,
-    state: SnapshotState,
+    pub(crate) version: Version,
+    pub(crate) state: SnapshotState,
 }
 
 #[derive(Debug)]
-enum SnapshotState {
+pub(crate) enum SnapshotState {
     /// The state a client gave.
     Given(Box<str>),
     /// The fold of the first `version` events, computed on first read.
@@ -148,7 +148,24 @@ impl EventStore {
     /// else the fold of its events. Replaces its earlier snapshot. With
     /// `expected`, the aggregate must be at that version. An aggregate with no
     /// events is at version 0 and can be snapshotted there.
+    ///
+    /// On a durable store the snapshot is durable when this returns `Ok`;
+    /// the errors are [`AppendError::Concurrency`] and
+    /// [`AppendError::Storage`].
     pub fn create_snapshot(
+        &self,
+        aggregate_id: &str,
+        expected: Option<Version>,
+        state: Option<&RawValue>,
+    ) -> Result<Version, AppendError> {
+        let version = self.create_snapshot_deferred(aggregate_id, expected, state)?;
+        self.sync()?;
+        Ok(version)
+    }
+
+    /// [`EventStore::create_snapshot`] without waiting for durability (see
+    /// [`EventStore::append_deferred`]).
+    pub fn create_snapshot_deferred(
         &self,
         aggregate_id: &str,
         expected: Option<Version>,
@@ -178,11 +195,30 @@ impl EventStore {
                 current,
             });
         }
+        if let Some(wal) = &self.wal {
+            // Under the aggregate's lock: the record follows every event of
+            // the aggregate it covers.
+            let given = match &state {
+                SnapshotState::Given(text) => Some(&**text),
+                SnapshotState::Folded(_) => None,
+            };
+            crate::storage::persist_snapshot(wal, aggregate_id, current, given);
+        }
         stream.snapshot = Some(Arc::new(SnapshotRecord {
             version: current,
             state,
         }));
         Ok(current)
+    }
+
+    /// Puts back a snapshot read from a durable log.
+    pub(crate) fn restore_snapshot(&self, aggregate_id: &str, version: Version, state: Option<&RawValue>) {
+        let aggregate = self.find_or_create(aggregate_id);
+        let state = match state {
+            Some(raw) => SnapshotState::Given(raw.get().into()),
+            None => SnapshotState::Folded(OnceLock::new()),
+        };
+        aggregate.stream.lock().snapshot = Some(Arc::new(SnapshotRecord { version, state }));
     }
 
     /// The aggregate's latest snapshot, if any.

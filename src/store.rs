@@ -44,6 +44,7 @@ use crate::hash::KeyedState;
 use crate::ids::IdScheme;
 use crate::log::Log;
 use crate::snapshot::SnapshotRecord;
+use crate::storage::Wal;
 use crate::time::Timestamp;
 use crate::types::{EventId, ExpectedVersion, SequenceNumber, Version};
 use dashmap::DashMap;
@@ -166,7 +167,9 @@ pub struct EventStore {
     /// stored?" and "store it" are one step. Appends with only generated ids
     /// never take it (their ids cannot clash).
     id_gate: Mutex<()>,
-    ids: IdScheme,
+    pub(crate) ids: IdScheme,
+    /// The write-ahead log of a durable store (`None`: in memory only).
+    pub(crate) wal: Option<Wal>,
 }
 
 impl Default for EventStore {
@@ -198,6 +201,7 @@ impl EventStore {
             client_ids: DashMap::default(),
             id_gate: Mutex::new(()),
             ids,
+            wal: None,
         }
     }
 
@@ -222,6 +226,11 @@ impl EventStore {
     /// Number of aggregates the store knows.
     pub fn aggregate_count(&self) -> usize {
         self.aggregates.len()
+    }
+
+    pub(crate) fn attach_wal(mut self, wal: Wal) -> EventStore {
+        self.wal = Some(wal);
+        self
     }
 
     pub(crate) fn find(&self, aggregate_id: &str) -> Option<Arc<Aggregate>> {
@@ -260,8 +269,27 @@ impl EventStore {
     ///
     /// A batch is a retry when its first id is stored in this aggregate and
     /// the events after that one carry the batch's other ids in order (an
-    /// event of the batch without an id matches whatever event is there).
+    /// event of the batch without an id must match the stored one's type,
+    /// data and metadata exactly).
+    ///
+    /// On a durable store ([`EventStore::open`]) the append is durable when
+    /// this returns `Ok`.
     pub fn append(
+        &self,
+        aggregate_id: &str,
+        expected: ExpectedVersion,
+        events: &[NewEvent<'_>],
+    ) -> Result<Appended, AppendError> {
+        let appended = self.append_deferred(aggregate_id, expected, events)?;
+        self.sync()?;
+        Ok(appended)
+    }
+
+    /// [`EventStore::append`] without waiting for durability: on a durable
+    /// store the events are visible at once and are durable after the next
+    /// [`EventStore::sync`]. For callers that batch acknowledgements (the
+    /// node syncs once per batch of requests: group commit).
+    pub fn append_deferred(
         &self,
         aggregate_id: &str,
         expected: ExpectedVersion,
@@ -323,7 +351,7 @@ impl EventStore {
 
     /// Puts prepared events at the end of the log and of the aggregate. The
     /// caller holds the aggregate's lock and has done every check.
-    fn commit(
+    pub(crate) fn commit(
         &self,
         aggregate: &Arc<Aggregate>,
         stream: &mut MutexGuard<'_, Stream>,
@@ -332,11 +360,18 @@ impl EventStore {
     ) -> Appended {
         let count = payloads.len() as u64;
         let mut version = stream.version().0;
-        let first = self.log.append(payloads, now, |seq, at, payload| {
+        let first_version = Version(version + 1);
+        let build = |seq, at, payload: Payload| {
             version += 1;
             let id = payload.id.unwrap_or_else(|| self.ids.generate(seq));
             Event::new(payload, id, Arc::clone(aggregate), Version(version), at)
-        });
+        };
+        let persist = |first, log: &Log| {
+            if let Some(wal) = &self.wal {
+                crate::storage::persist_append(wal, log, &self.ids, aggregate.name(), first, first_version, count);
+            }
+        };
+        let first = self.log.append(payloads, now, build, persist);
         let before = stream.seqs.len() as u64;
         stream
             .seqs
@@ -354,6 +389,11 @@ impl EventStore {
             version: Version(version),
             duplicate: false,
         }
+    }
+
+    /// Records a client-given id (recovery; appends do it themselves).
+    pub(crate) fn index_client_id(&self, id: EventId, seq: SequenceNumber) {
+        self.client_ids.insert(id, seq);
     }
 
     /// Where the event with `id` is, if stored. A given id carrying this
@@ -425,7 +465,7 @@ impl EventStore {
                 .get(start + i)
                 .and_then(|&s| self.log.event(s).map(|ev| (s, ev)));
             match stored {
-                Some((seq, ev)) if e.id.is_none_or(|id| id == ev.id()) => seqs.push(seq),
+                Some((seq, ev)) if same_event(e, ev) => seqs.push(seq),
                 _ => {
                     return Err(IdConflict::RetryMismatch {
                         first: events[0].id.unwrap_or(EventId([0; 16])),
@@ -539,6 +579,19 @@ pub struct AllSlice<'a> {
     pub head: SequenceNumber,
     /// The events read, in sequence order.
     pub events: Vec<RecordedEvent<'a>>,
+}
+
+/// Whether a stored event is the one a retried batch carries: the same id
+/// when the batch gives one, else the same type, data and metadata.
+fn same_event(new: &NewEvent<'_>, stored: &Event) -> bool {
+    match new.id {
+        Some(id) => id == stored.id(),
+        None => {
+            new.event_type == stored.event_type()
+                && new.data.get() == stored.data()
+                && new.metadata.map(|m| m.get()) == stored.metadata()
+        }
+    }
 }
 
 fn concurrency(expected: ExpectedVersion, current: Version) -> AppendError {

@@ -45,6 +45,10 @@ pub struct Config {
     pub workers: usize,
     /// Longest accepted input line, in bytes (without its newline).
     pub max_line_bytes: usize,
+    /// Where a durable node keeps its log (`None`: in memory).
+    pub data_dir: Option<std::path::PathBuf>,
+    /// When a durable node calls `fdatasync`.
+    pub fsync: crate::storage::FsyncPolicy,
 }
 
 impl Default for Config {
@@ -52,8 +56,15 @@ impl Default for Config {
         Config {
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             max_line_bytes: super::DEFAULT_MAX_LINE_BYTES,
+            data_dir: None,
+            fsync: crate::storage::FsyncPolicy::Always,
         }
     }
+}
+
+/// Why the node stopped early.
+fn storage_failed(e: io::Error) -> io::Error {
+    io::Error::other(format!("storage failed, no further replies are sent: {e}"))
 }
 
 fn too_long(len: usize, max: usize) -> String {
@@ -96,7 +107,10 @@ fn report_skipped(len: usize, max: usize) {
 }
 
 /// Runs the node until `input` ends (or `output` closes), writing replies to
-/// `output`.
+/// `output`. On a durable store, each reply is written only after the
+/// records of its request and of every request before it are durable (one
+/// sync per batch at most: group commit). Returns an error if reading the
+/// input or persisting failed.
 pub fn run(
     config: &Config,
     store: Arc<EventStore>,
@@ -119,19 +133,25 @@ fn run_serial(
     let max = config.max_line_bytes;
     let mut core = Core::new(store);
     let mut out = Vec::new();
+    let mut failure = None;
     read_batches(
         input,
         max,
         |batch| {
             let messages = decode_batch(&batch, max);
             let outcomes: Vec<_> = messages.iter().map(|m| core.apply(m)).collect();
+            if let Err(e) = core.store().sync() {
+                failure = Some(storage_failed(e));
+                return false;
+            }
             out.clear();
             encode_batch(core.store(), &messages, outcomes, &mut out);
             // A closed stdout ends the node quietly.
             output.write_all(&out).and_then(|()| output.flush()).is_ok()
         },
         |len| report_skipped(len, max),
-    )
+    )?;
+    failure.map_or(Ok(()), Err)
 }
 
 /// Admits batches to the serial apply step in input order.
@@ -165,22 +185,31 @@ impl Sequencer {
     }
 }
 
-/// Finished batches waiting for their turn to be written.
-struct Reorder<W> {
+/// Finished batches waiting for their turn to be written, each with the
+/// log position its replies depend on.
+struct Reorder<'s, W> {
+    store: &'s EventStore,
     next: u64,
-    pending: BTreeMap<u64, Vec<u8>>,
+    pending: BTreeMap<u64, (Vec<u8>, u64)>,
     output: W,
+    /// Set when persisting failed: nothing more is written.
+    failure: Option<io::Error>,
 }
 
-impl<W: Write> Reorder<W> {
-    /// Files batch `index`'s output and writes every batch now in order.
-    /// Returns `false` once the output is closed.
-    fn deliver(&mut self, index: u64, out: Vec<u8>) -> bool {
-        self.pending.insert(index, out);
-        let mut ok = true;
-        while let Some(out) = self.pending.remove(&self.next) {
+impl<W: Write> Reorder<'_, W> {
+    /// Files batch `index`'s output and writes every batch now in order,
+    /// each after syncing the log up to its position (one sync usually
+    /// covers all of them). Returns `false` once the node should stop.
+    fn deliver(&mut self, index: u64, out: Vec<u8>, position: u64) -> bool {
+        self.pending.insert(index, (out, position));
+        let mut ok = self.failure.is_none();
+        while ok && let Some((out, position)) = self.pending.remove(&self.next) {
             self.next += 1;
-            ok &= self.output.write_all(&out).is_ok();
+            if let Err(e) = self.store.sync_to(position) {
+                self.failure = Some(storage_failed(e));
+                return false;
+            }
+            ok = self.output.write_all(&out).is_ok();
         }
         ok && self.output.flush().is_ok()
     }
@@ -198,9 +227,11 @@ fn run_parallel(
         advanced: Condvar::new(),
     };
     let reorder = Mutex::new(Reorder {
+        store: &store,
         next: 0,
         pending: BTreeMap::new(),
         output,
+        failure: None,
     });
     let closed = AtomicBool::new(false);
     let (tx, rx) = channel::bounded::<(u64, Vec<u8>)>(config.workers * 2);
@@ -213,18 +244,19 @@ fn run_parallel(
                 for (index, batch) in rx {
                     let work = catch_unwind(AssertUnwindSafe(|| {
                         let messages = decode_batch(&batch, max);
-                        let outcomes = sequencer.in_turn(index, |core| {
-                            messages.iter().map(|m| core.apply(m)).collect()
+                        let (outcomes, position) = sequencer.in_turn(index, |core| {
+                            let outcomes: Vec<_> = messages.iter().map(|m| core.apply(m)).collect();
+                            (outcomes, core.store().wal_position())
                         });
                         let mut out = Vec::with_capacity(batch.len());
                         encode_batch(store, &messages, outcomes, &mut out);
-                        out
+                        (out, position)
                     }));
-                    let out = work.unwrap_or_else(|_| {
+                    let (out, position) = work.unwrap_or_else(|_| {
                         report_bug(index);
-                        Vec::new()
+                        (Vec::new(), 0)
                     });
-                    if !reorder.lock().deliver(index, out) {
+                    if !reorder.lock().deliver(index, out, position) {
                         // Relaxed: a hint for the reader to stop early;
                         // nothing else is published through it.
                         closed.store(true, Ordering::Relaxed);
@@ -249,7 +281,11 @@ fn run_parallel(
         );
         drop(tx);
         result
-    })
+    })?;
+    match reorder.into_inner().failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 fn report_bug(index: u64) {

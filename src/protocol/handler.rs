@@ -137,7 +137,7 @@ impl Core {
                 aggregate_id,
                 expected,
                 events,
-            } => match store.append(aggregate_id, *expected, events.as_slice()) {
+            } => match store.append_deferred(aggregate_id, *expected, events.as_slice()) {
                 Ok(appended) => Outcome::Appended {
                     appended,
                     batch: events.is_batch(),
@@ -151,12 +151,18 @@ impl Core {
                     code: code::MALFORMED_REQUEST,
                     text: e.to_string(),
                 }),
+                // A deferred append does no I/O: storage failures surface in
+                // the node's sync, which stops the node.
+                Err(AppendError::Storage(e)) => Outcome::Error(Rejection {
+                    code: code::CRASH,
+                    text: e,
+                }),
             },
             Request::CreateSnapshot {
                 aggregate_id,
                 expected,
                 state,
-            } => match store.create_snapshot(aggregate_id, *expected, *state) {
+            } => match store.create_snapshot_deferred(aggregate_id, *expected, *state) {
                 Ok(v) => Outcome::SnapshotCreated(v),
                 Err(e) => Outcome::Concurrency(e),
             },

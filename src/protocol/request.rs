@@ -32,6 +32,8 @@ pub mod code {
     pub const NOT_SUPPORTED: u64 = 10;
     /// Malformed request: a field missing, mistyped or out of range.
     pub const MALFORMED_REQUEST: u64 = 12;
+    /// The node could not do what it should have (storage failed).
+    pub const CRASH: u64 = 13;
     /// The thing asked for does not exist.
     pub const KEY_DOES_NOT_EXIST: u64 = 20;
     /// A precondition (event-id uniqueness) failed.
@@ -360,7 +362,9 @@ fn uint(raw: &RawValue, field: &str) -> Result<u64, Rejection> {
             )
         });
     }
-    let problem = if text.starts_with('-') && text[1..].bytes().all(|b| b.is_ascii_digit()) {
+    let is_number = text.starts_with(|c: char| c == '-' || c.is_ascii_digit());
+    let problem = if is_number {
+        // A negative or fractional number: quote it, it is short.
         format!("must be an integer >= 0, got {text}")
     } else {
         format!("must be an integer >= 0, got {}", kind(text))
@@ -386,7 +390,7 @@ fn kind(text: &str) -> &'static str {
         Some(b'[') => "an array",
         Some(b't' | b'f') => "a boolean",
         Some(b'n') => "null",
-        _ => "a number that is not a non-negative integer",
+        _ => "a number",
     }
 }
 

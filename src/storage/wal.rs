@@ -1,0 +1,238 @@
+//! The write-ahead log: segment files, group commit, the directory lock.
+//!
+//! # Writing
+//!
+//! Records are serialised into an in-memory `pending` buffer by the thread
+//! that makes them (for appends: inside the global log's serial section, so
+//! records lie in the file in sequence-number order). A logical position
+//! (LSN: bytes ever appended) names every point in the log.
+//!
+//! [`Wal::sync`] makes everything up to an LSN durable. Callers queue on the
+//! `writer` lock; the first one in swaps out the whole pending buffer, writes
+//! it with one `write` and one `fdatasync`, and publishes the new durable LSN;
+//! the ones queued behind it usually find their LSN already covered and
+//! return at once. That is group commit: one sync per burst, however many
+//! records it holds.
+//!
+//! # Segments
+//!
+//! Files are `segment-NNNNNNNN.log` in the data directory, each starting
+//! with a header frame. A new segment is started (and the directory synced)
+//! once the current one passes [`SEGMENT_BYTES`]; records never span files.
+//!
+//! # Failure
+//!
+//! After any write or sync error the log is failed for good: every later
+//! `sync` reports the first error, so nothing written after a gap can ever
+//! be acknowledged.
+
+use super::record;
+use crate::ids::IdScheme;
+use parking_lot::Mutex;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A segment is closed once it holds this many bytes.
+pub const SEGMENT_BYTES: u64 = 128 * 1024 * 1024;
+
+/// When to call `fdatasync`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum FsyncPolicy {
+    /// Before acknowledging: a reply means the data is on stable storage.
+    #[default]
+    Always,
+    /// Never: data reaches the OS page cache before a reply, so it survives
+    /// the process being killed, but not a power loss or kernel crash.
+    Never,
+}
+
+struct Pending {
+    buf: Vec<u8>,
+    /// LSN just past the last byte appended.
+    end: u64,
+}
+
+struct Writer {
+    file: File,
+    number: u64,
+    bytes: u64,
+    /// The buffer swapped out of `pending`, kept to reuse its capacity.
+    spare: Vec<u8>,
+}
+
+/// The write-ahead log of a durable store. See the module docs.
+pub struct Wal {
+    dir: PathBuf,
+    ids: IdScheme,
+    fsync: FsyncPolicy,
+    pending: Mutex<Pending>,
+    writer: Mutex<Writer>,
+    /// LSN up to which everything is durable. Release/Acquire so that a
+    /// thread that sees it also sees the writer's bookkeeping.
+    durable: AtomicU64,
+    failed: OnceLock<String>,
+    /// Held for the store's lifetime: a second node on the directory fails.
+    _lock: File,
+}
+
+/// Path of segment `number` in `dir`.
+pub fn segment_path(dir: &Path, number: u64) -> PathBuf {
+    dir.join(format!("segment-{number:08}.log"))
+}
+
+/// The segment numbers in `dir`, ascending.
+pub fn segments(dir: &Path) -> io::Result<Vec<u64>> {
+    let mut numbers = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let name = name.to_string_lossy();
+        if let Some(n) = name
+            .strip_prefix("segment-")
+            .and_then(|s| s.strip_suffix(".log"))
+            .and_then(|s| s.parse::<u64>().ok())
+        {
+            numbers.push(n);
+        }
+    }
+    numbers.sort_unstable();
+    Ok(numbers)
+}
+
+/// Takes the directory's lock file, or fails if another process holds it.
+pub fn lock_dir(dir: &Path) -> io::Result<File> {
+    fs::create_dir_all(dir)?;
+    let path = dir.join("LOCK");
+    let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(io::Error::new(
+            io::ErrorKind::WouldBlock,
+            format!("{} is locked: another eventstore is using this data directory", path.display()),
+        )),
+        Err(fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn new_segment(dir: &Path, number: u64, ids: IdScheme) -> io::Result<(File, u64)> {
+    let path = segment_path(dir, number);
+    let mut file = OpenOptions::new().create_new(true).append(true).open(&path)?;
+    let mut header = Vec::new();
+    let (tag, keys) = ids.parts();
+    record::write_header(&mut header, tag, keys);
+    file.write_all(&header)?;
+    file.sync_all()?;
+    sync_dir(dir)?;
+    Ok((file, header.len() as u64))
+}
+
+impl Wal {
+    /// Starts writing a directory: appending to segment `last` (of `bytes`
+    /// valid bytes, already cut to its last whole record), or creating the
+    /// first segment when `last` is `None`.
+    pub fn start(dir: &Path, lock: File, ids: IdScheme, fsync: FsyncPolicy, last: Option<(u64, u64)>) -> io::Result<Wal> {
+        let (file, number, bytes) = match last {
+            Some((number, bytes)) => {
+                let file = OpenOptions::new().append(true).open(segment_path(dir, number))?;
+                (file, number, bytes)
+            }
+            None => {
+                let (file, bytes) = new_segment(dir, 1, ids)?;
+                (file, 1, bytes)
+            }
+        };
+        Ok(Wal {
+            dir: dir.to_owned(),
+            ids,
+            fsync,
+            pending: Mutex::new(Pending { buf: Vec::new(), end: 0 }),
+            writer: Mutex::new(Writer {
+                file,
+                number,
+                bytes,
+                spare: Vec::new(),
+            }),
+            durable: AtomicU64::new(0),
+            failed: OnceLock::new(),
+            _lock: lock,
+        })
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Appends records (written by `write` into the pending buffer) and
+    /// returns the LSN just past them.
+    pub fn append(&self, write: impl FnOnce(&mut Vec<u8>)) -> u64 {
+        let mut p = self.pending.lock();
+        let before = p.buf.len();
+        write(&mut p.buf);
+        p.end += (p.buf.len() - before) as u64;
+        p.end
+    }
+
+    /// The LSN just past everything appended so far.
+    pub fn position(&self) -> u64 {
+        self.pending.lock().end
+    }
+
+    /// Makes everything up to `lsn` durable (group commit; see module docs).
+    pub fn sync(&self, lsn: u64) -> io::Result<()> {
+        if let Some(e) = self.failed.get() {
+            return Err(io::Error::other(e.clone()));
+        }
+        if self.durable.load(Ordering::Acquire) >= lsn {
+            return Ok(());
+        }
+        let mut w = self.writer.lock();
+        if self.durable.load(Ordering::Acquire) >= lsn {
+            return Ok(());
+        }
+        let end = {
+            let mut p = self.pending.lock();
+            std::mem::swap(&mut p.buf, &mut w.spare);
+            p.end
+        };
+        let result = self.write_out(&mut w);
+        w.spare.clear();
+        match result {
+            Ok(()) => {
+                self.durable.store(end, Ordering::Release);
+                Ok(())
+            }
+            Err(e) => {
+                let text = format!("writing {} failed: {e}", self.dir.display());
+                let _ = self.failed.set(text.clone());
+                Err(io::Error::other(text))
+            }
+        }
+    }
+
+    fn write_out(&self, w: &mut Writer) -> io::Result<()> {
+        if w.spare.is_empty() {
+            return Ok(());
+        }
+        if w.bytes >= SEGMENT_BYTES {
+            // Close the full segment durably before starting the next.
+            w.file.sync_data()?;
+            let (file, bytes) = new_segment(&self.dir, w.number + 1, self.ids)?;
+            w.file = file;
+            w.number += 1;
+            w.bytes = bytes;
+        }
+        w.file.write_all(&w.spare)?;
+        w.bytes += w.spare.len() as u64;
+        if self.fsync == FsyncPolicy::Always {
+            w.file.sync_data()?;
+        }
+        Ok(())
+    }
+}
