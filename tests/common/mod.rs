@@ -1,0 +1,494 @@
+//! Helpers shared by the `tests/node_*.rs` integration tests of the
+//! `eventstore` binary (protocol: PROTOCOL.md).
+//!
+//! * [`run`] / [`run_bytes`]: run the node on some stdin, collect its replies.
+//! * [`check`]: run the node and compare every reply body with an expected
+//!   body, field by field and in the same key order. Expected string values
+//!   may be placeholders, see [`assert_matches`].
+//! * [`req`] / [`line`]: build request lines.
+//! * [`mask`]: blank out unpredictable values for differential comparison.
+//! * [`Session`]: an interactive node (one request, one reply, stdin open).
+
+#![allow(dead_code)]
+
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_eventstore");
+
+/// Generous limit against hangs: no test should come anywhere near it.
+pub const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Everything a finished run of the node gave.
+#[derive(Debug)]
+pub struct Output {
+    /// stdout, one parsed JSON value per line.
+    pub lines: Vec<Value>,
+    /// stdout as text, exactly as written.
+    pub raw: String,
+    /// stderr as text (lossy UTF-8).
+    pub stderr: String,
+    /// How the process ended.
+    pub status: ExitStatus,
+}
+
+impl Output {
+    /// The `body` of every reply.
+    pub fn bodies(&self) -> Vec<Value> {
+        self.lines.iter().map(|l| l["body"].clone()).collect()
+    }
+
+    /// Number of lines written on stderr.
+    pub fn stderr_lines(&self) -> usize {
+        self.stderr.lines().count()
+    }
+}
+
+/// Runs the node with `args`, feeding `input` on stdin (from a thread, so
+/// large inputs cannot deadlock against a full stdout pipe). Panics when
+/// the node does not finish within [`TIMEOUT`] or writes a stdout line that
+/// is not JSON.
+pub fn run(args: &[&str], input: &str) -> (Vec<Value>, String, ExitStatus) {
+    let out = run_bytes(args, input.as_bytes());
+    (out.lines, out.stderr, out.status)
+}
+
+/// Like [`run`], with arbitrary bytes on stdin and the full [`Output`].
+pub fn run_bytes(args: &[&str], input: &[u8]) -> Output {
+    let (raw, stderr, status) = run_text(args, input);
+    let lines = raw
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap_or_else(|e| {
+                panic!("stdout line is not JSON ({e}): {l:?}\nstderr:\n{stderr}")
+            })
+        })
+        .collect();
+    Output {
+        lines,
+        raw,
+        stderr,
+        status,
+    }
+}
+
+/// Runs the node, stdout and stderr as text (stdout not parsed).
+pub fn run_text(args: &[&str], input: &[u8]) -> (String, String, ExitStatus) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn eventstore");
+
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    // Errors (a node that died early: broken pipe) show in the exit status.
+    let writer = thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+        drop(stdin);
+    });
+    let mut stdout = child.stdout.take().unwrap();
+    let out_reader = thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stdout.read_to_end(&mut buf);
+        buf
+    });
+    let mut stderr = child.stderr.take().unwrap();
+    let err_reader = thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stderr.read_to_end(&mut buf);
+        buf
+    });
+
+    let status = wait_with_timeout(&mut child, TIMEOUT);
+    writer.join().unwrap();
+    let out = out_reader.join().unwrap();
+    let err = err_reader.join().unwrap();
+    let raw = String::from_utf8(out).expect("stdout is not UTF-8");
+    (raw, String::from_utf8_lossy(&err).into_owned(), status)
+}
+
+fn wait_with_timeout(child: &mut Child, timeout: Duration) -> ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("eventstore did not exit within {timeout:?}");
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A request line: `{"src":"client","dest":"eventstore","body":body}`.
+pub fn req(body: Value) -> String {
+    line("client", Some("eventstore"), body)
+}
+
+/// A request line with the given envelope (`dest` left out when `None`).
+pub fn line(src: &str, dest: Option<&str>, body: Value) -> String {
+    let mut env = serde_json::Map::new();
+    env.insert("src".into(), json!(src));
+    if let Some(d) = dest {
+        env.insert("dest".into(), json!(d));
+    }
+    env.insert("body".into(), body);
+    Value::Object(env).to_string()
+}
+
+/// Joins lines into stdin text, each ending in `\n`.
+pub fn input<S: AsRef<str>>(lines: &[S]) -> String {
+    let mut s = String::new();
+    for l in lines {
+        s.push_str(l.as_ref());
+        s.push('\n');
+    }
+    s
+}
+
+/// Runs a fresh node (no flags) on `lines` and asserts that it exits 0 and
+/// that its replies' bodies match `expected`, one for one (see
+/// [`assert_matches`]). Returns the output for further checks.
+pub fn check<S: AsRef<str>>(lines: &[S], expected: &[Value]) -> Output {
+    check_with(&[], lines, expected)
+}
+
+/// [`check`] with command-line flags.
+pub fn check_with<S: AsRef<str>>(args: &[&str], lines: &[S], expected: &[Value]) -> Output {
+    let out = run_bytes(args, input(lines).as_bytes());
+    check_output(&out, expected);
+    out
+}
+
+/// Asserts a finished run exited 0 and its reply bodies match `expected`.
+pub fn check_output(out: &Output, expected: &[Value]) {
+    assert!(
+        out.status.success(),
+        "node exit status {:?}\nstderr:\n{}",
+        out.status,
+        out.stderr
+    );
+    let bodies = out.bodies();
+    for (i, (a, e)) in bodies.iter().zip(expected).enumerate() {
+        if let Err(msg) = matches(a, e, &format!("reply[{i}].body")) {
+            panic!(
+                "{msg}\n  actual reply:   {a}\n  expected reply: {e}\nall replies:\n{}\nstderr:\n{}",
+                out.raw, out.stderr
+            );
+        }
+    }
+    assert_eq!(
+        bodies.len(),
+        expected.len(),
+        "reply count differs\nreplies:\n{}\nstderr:\n{}",
+        out.raw,
+        out.stderr
+    );
+}
+
+/// Asserts `actual` matches `expected`: objects have the same keys in the
+/// same order with matching values, arrays the same length with matching
+/// elements, other values are equal. An expected string can be a
+/// placeholder:
+///
+/// * `"<uuid>"`: a UUID in canonical lowercase hyphenated form;
+/// * `"<timestamp>"`: RFC 3339 UTC with 6 fractional digits and `Z`;
+/// * `"<string>"`: any string;
+/// * `"<contains:TEXT>"`: a string containing TEXT;
+/// * `"<any>"`: any value.
+pub fn assert_matches(actual: &Value, expected: &Value) {
+    if let Err(msg) = matches(actual, expected, "$") {
+        panic!("{msg}\n  actual:   {actual}\n  expected: {expected}");
+    }
+}
+
+/// Non-panicking [`assert_matches`]: the first difference, with its path.
+pub fn matches(actual: &Value, expected: &Value, path: &str) -> Result<(), String> {
+    if let Value::String(p) = expected {
+        let placeholder = |ok: bool, what: &str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(format!("{path}: expected {what}, got {actual}"))
+            }
+        };
+        match p.as_str() {
+            "<uuid>" => {
+                return placeholder(
+                    actual.as_str().is_some_and(is_canonical_uuid),
+                    "a canonical lowercase UUID",
+                );
+            }
+            "<timestamp>" => {
+                return placeholder(
+                    actual.as_str().is_some_and(is_timestamp),
+                    "an RFC 3339 UTC timestamp with microseconds",
+                );
+            }
+            "<string>" => return placeholder(actual.is_string(), "a string"),
+            "<any>" => return Ok(()),
+            s if s.starts_with("<contains:") && s.ends_with('>') => {
+                let needle = &s["<contains:".len()..s.len() - 1];
+                return placeholder(
+                    actual.as_str().is_some_and(|a| a.contains(needle)),
+                    &format!("a string containing {needle:?}"),
+                );
+            }
+            _ => {}
+        }
+    }
+    match (actual, expected) {
+        (Value::Object(a), Value::Object(e)) => {
+            let ak: Vec<&String> = a.keys().collect();
+            let ek: Vec<&String> = e.keys().collect();
+            if ak != ek {
+                return Err(format!(
+                    "{path}: keys (in order) differ: got {ak:?}, expected {ek:?}"
+                ));
+            }
+            for (k, ev) in e {
+                matches(&a[k], ev, &format!("{path}.{k}"))?;
+            }
+            Ok(())
+        }
+        (Value::Array(a), Value::Array(e)) => {
+            if a.len() != e.len() {
+                return Err(format!(
+                    "{path}: array length {} (expected {})",
+                    a.len(),
+                    e.len()
+                ));
+            }
+            for (i, (av, ev)) in a.iter().zip(e).enumerate() {
+                matches(av, ev, &format!("{path}[{i}]"))?;
+            }
+            Ok(())
+        }
+        _ if actual == expected => Ok(()),
+        _ => Err(format!("{path}: got {actual}, expected {expected}")),
+    }
+}
+
+/// A UUID in canonical lowercase hyphenated form (8-4-4-4-12 hex digits).
+pub fn is_canonical_uuid(s: &str) -> bool {
+    s.len() == 36
+        && s.char_indices().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => matches!(c, '0'..='9' | 'a'..='f'),
+        })
+        && uuid::Uuid::parse_str(s).is_ok_and(|u| u.hyphenated().to_string() == s)
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.ffffffZ` with plausible field values.
+pub fn is_timestamp(s: &str) -> bool {
+    let b = s.as_bytes();
+    if b.len() != 27 {
+        return false;
+    }
+    let shape = b.iter().enumerate().all(|(i, &c)| match i {
+        4 | 7 => c == b'-',
+        10 => c == b'T',
+        13 | 16 => c == b':',
+        19 => c == b'.',
+        26 => c == b'Z',
+        _ => c.is_ascii_digit(),
+    });
+    let num = |r: std::ops::Range<usize>| s[r].parse::<u32>().unwrap();
+    shape
+        && (1..=12).contains(&num(5..7))
+        && (1..=31).contains(&num(8..10))
+        && num(11..13) < 24
+        && num(14..16) < 60
+        && num(17..19) < 61
+}
+
+/// A copy of `v` with every value under the keys `event_id`, `event_ids`
+/// (each element) and `recorded_at` replaced by `"<masked>"`, at any depth.
+pub fn mask(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| {
+                    let v = match k.as_str() {
+                        "event_id" | "recorded_at" => json!("<masked>"),
+                        "event_ids" => match v {
+                            Value::Array(a) => {
+                                Value::Array(a.iter().map(|_| json!("<masked>")).collect())
+                            }
+                            _ => json!("<masked>"),
+                        },
+                        _ => mask(v),
+                    };
+                    (k.clone(), v)
+                })
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(mask).collect()),
+        _ => v.clone(),
+    }
+}
+
+/// An error reply body: `{"type":"error","in_reply_to":id,"code":code,"text":text}`
+/// (`text` usually a placeholder such as `"<contains:version>"`).
+pub fn error(in_reply_to: u64, code: u64, text: &str) -> Value {
+    json!({"type": "error", "in_reply_to": in_reply_to, "code": code, "text": text})
+}
+
+/// The body of an `append` of one event.
+pub fn append(
+    msg_id: u64,
+    aggregate: &str,
+    event_type: &str,
+    data: Value,
+    version: Value,
+) -> Value {
+    json!({"type": "append", "msg_id": msg_id, "aggregate_id": aggregate,
+           "event_type": event_type, "event_data": data, "version": version})
+}
+
+/// The expected reply to a successful single append.
+pub fn appended(in_reply_to: u64, sequence_number: u64) -> Value {
+    json!({"type": "appended", "in_reply_to": in_reply_to, "event_id": "<uuid>",
+           "sequence_number": sequence_number})
+}
+
+/// The body of a `read_all` of everything.
+pub fn read_all(msg_id: u64) -> Value {
+    json!({"type": "read_all", "msg_id": msg_id})
+}
+
+/// The body of a `read_stream` of everything.
+pub fn read_stream(msg_id: u64, aggregate: &str) -> Value {
+    json!({"type": "read_stream", "msg_id": msg_id, "aggregate_id": aggregate})
+}
+
+/// An expected event object (field order of PROTOCOL.md), `metadata` left
+/// out when `None`.
+pub fn event(
+    seq: u64,
+    aggregate: &str,
+    version: u64,
+    event_type: &str,
+    data: Value,
+    metadata: Option<Value>,
+) -> Value {
+    let mut m = serde_json::Map::new();
+    m.insert("sequence_number".into(), json!(seq));
+    m.insert("event_id".into(), json!("<uuid>"));
+    m.insert("aggregate_id".into(), json!(aggregate));
+    m.insert("version".into(), json!(version));
+    m.insert("event_type".into(), json!(event_type));
+    m.insert("event_data".into(), data);
+    if let Some(md) = metadata {
+        m.insert("metadata".into(), md);
+    }
+    m.insert("recorded_at".into(), json!("<timestamp>"));
+    Value::Object(m)
+}
+
+/// A node kept running: send a line, wait (with [`TIMEOUT`]) for one reply
+/// line, stdin stays open until [`Session::finish`].
+pub struct Session {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    replies: mpsc::Receiver<String>,
+    stderr: Option<thread::JoinHandle<String>>,
+}
+
+impl Session {
+    /// Spawns the node with `args`.
+    pub fn start(args: &[&str]) -> Session {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn eventstore");
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for l in BufReader::new(stdout).lines() {
+                let Ok(l) = l else { break };
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut err = child.stderr.take().unwrap();
+        let stderr = thread::spawn(move || {
+            let mut s = Vec::new();
+            let _ = err.read_to_end(&mut s);
+            String::from_utf8_lossy(&s).into_owned()
+        });
+        Session {
+            child,
+            stdin,
+            replies: rx,
+            stderr: Some(stderr),
+        }
+    }
+
+    /// Writes one line (a `\n` is added) and flushes.
+    pub fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin already closed");
+        stdin.write_all(line.as_bytes()).expect("write request");
+        stdin.write_all(b"\n").expect("write request");
+        stdin.flush().expect("flush request");
+    }
+
+    /// Waits for the next reply line, panicking after [`TIMEOUT`].
+    pub fn recv(&mut self) -> Value {
+        match self.replies.recv_timeout(TIMEOUT) {
+            Ok(l) => serde_json::from_str(&l)
+                .unwrap_or_else(|e| panic!("reply is not JSON ({e}): {l:?}")),
+            Err(e) => {
+                let _ = self.child.kill();
+                panic!("no reply within {TIMEOUT:?} while stdin is open ({e})");
+            }
+        }
+    }
+
+    /// Sends `line` and returns the reply's body.
+    pub fn call(&mut self, line: &str) -> Value {
+        self.send(line);
+        self.recv()["body"].clone()
+    }
+
+    /// Closes stdin, waits for the exit; returns the status, any replies
+    /// still unread and stderr.
+    pub fn finish(mut self) -> (ExitStatus, Vec<Value>, String) {
+        drop(self.stdin.take());
+        let status = wait_with_timeout(&mut self.child, TIMEOUT);
+        let mut rest = Vec::new();
+        while let Ok(l) = self.replies.recv_timeout(Duration::from_secs(5)) {
+            rest.push(
+                serde_json::from_str(&l)
+                    .unwrap_or_else(|e| panic!("reply is not JSON ({e}): {l:?}")),
+            );
+        }
+        let stderr = self.stderr.take().unwrap().join().unwrap();
+        (status, rest, stderr)
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if self.stdin.is_some() {
+            // A test that panicked mid-session: do not leave the node behind.
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
