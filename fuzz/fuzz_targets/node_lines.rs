@@ -1,0 +1,1254 @@
+//! Fuzz target `node_lines`: a whole node session, one line at a time.
+//!
+//! A fresh [`Core`] over a fresh [`EventStore`] handles each line of the
+//! input in turn (`Core::handle`, the serial path of `--workers 1`). The
+//! target checks the contract of `/work/shared/PROTOCOL.md`:
+//!
+//! - nothing panics (debug assertions of the engine are on: `cargo fuzz`
+//!   builds with `-C debug-assertions` unless `-O`);
+//! - every line gets at most one reply line, ending in the only `\n`; it
+//!   gets exactly one when it is a JSON object with a string `src` and an
+//!   object `body`, and none (but a one-line stderr diagnostic) otherwise;
+//! - every reply is JSON `{"src","dest","body"}` going back to the sender,
+//!   `body.type` is a reply type of the protocol (and the one that answers
+//!   the request's type, or `error`), `in_reply_to` echoes a valid `msg_id`
+//!   and is left out otherwise, and the body's fields are the protocol's, in
+//!   its order;
+//! - bad input does not change stored data: only an `appended` reply may
+//!   move the head, by exactly the events it reports;
+//! - replies agree with the store (sequence numbers, ids, versions);
+//! - after the session the store's invariants hold: the head equals the
+//!   number of events `read_all` returns, sequence numbers are 1..=head, each
+//!   aggregate's events have versions 1..n with rising sequence numbers,
+//!   event ids are unique, `recorded_at` never goes back, and `replay`
+//!   gives the shallow-merge fold of the aggregate's `event_data`.
+//!
+//! # Input modes
+//!
+//! The first byte picks the mode:
+//!
+//! - `< 0x80` (any text, e.g. a JSON line): **raw mode**. The whole input
+//!   is split on `\n` and every piece is a line, as the node would see it.
+//! - `>= 0x80`: **structured mode**. The remaining bytes drive a small
+//!   generator that builds mostly-valid requests from templates (appends,
+//!   batches, retries with ids from earlier replies, snapshots, replays,
+//!   `get_state` at recorded times, reads, `init`), occasionally hostile
+//!   ones, and occasionally mutates a line byte-wise. Random bytes rarely
+//!   form valid JSON; this mode reaches deep store states quickly.
+
+#![no_main]
+
+use eventstore::ids::IdScheme;
+use eventstore::protocol::Core;
+use eventstore::{EventStore, SequenceNumber};
+use libfuzzer_sys::fuzz_target;
+use serde::Deserialize;
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::Value;
+use serde_json::value::RawValue;
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::sync::Arc;
+
+fuzz_target!(|data: &[u8]| {
+    let mut session = Session::new();
+    match data.first() {
+        Some(&mode) if mode >= 0x80 => Generator::new(&data[1..]).run(&mut session),
+        _ => {
+            for line in data.split(|&b| b == b'\n') {
+                session.line(line);
+            }
+        }
+    }
+    session.check_store();
+});
+
+// ---------------------------------------------------------------- JSON view
+
+/// A JSON object as its entries in order, values raw: duplicate keys and key
+/// order stay visible (a `serde_json::Value` would hide both).
+struct Obj<'a>(Vec<(String, &'a RawValue)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Obj<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Obj<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Obj<'a>, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    let value: &'de RawValue = map.next_value()?;
+                    entries.push((key, value));
+                }
+                Ok(Obj(entries))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+impl<'a> Obj<'a> {
+    fn parse(text: &'a [u8]) -> Option<Obj<'a>> {
+        serde_json::from_slice(text).ok()
+    }
+    fn count(&self, key: &str) -> usize {
+        self.0.iter().filter(|(k, _)| k == key).count()
+    }
+    /// The value of `key` when it occurs exactly once.
+    fn get(&self, key: &str) -> Option<&'a RawValue> {
+        let mut found = self.0.iter().filter(|(k, _)| k == key);
+        match (found.next(), found.next()) {
+            (Some((_, v)), None) => Some(*v),
+            _ => None,
+        }
+    }
+    fn has_duplicates(&self) -> bool {
+        let mut seen = HashSet::new();
+        !self.0.iter().all(|(k, _)| seen.insert(k.as_str()))
+    }
+    /// Whether a key the node reads occurs twice (it ignores other keys).
+    fn has_duplicate_fields(&self) -> bool {
+        REQUEST_FIELDS.iter().any(|k| self.count(k) > 1)
+    }
+    fn keys(&self) -> Vec<&str> {
+        self.0.iter().map(|(k, _)| k.as_str()).collect()
+    }
+    fn string(&self, key: &str) -> Option<String> {
+        self.get(key)
+            .and_then(|v| serde_json::from_str::<String>(v.get()).ok())
+    }
+    fn u64(&self, key: &str) -> Option<u64> {
+        self.get(key).and_then(|v| uint(v.get()))
+    }
+}
+
+/// A JSON integer >= 0 fitting in u64, written as plain digits.
+fn uint(text: &str) -> Option<u64> {
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        text.parse().ok()
+    } else {
+        None
+    }
+}
+
+fn is_string(raw: &RawValue) -> bool {
+    raw.get().starts_with('"')
+}
+
+/// Two JSON strings name the same text (decoded; raw when undecodable).
+fn same_string(a: &RawValue, b: &RawValue) -> bool {
+    match (
+        serde_json::from_str::<String>(a.get()),
+        serde_json::from_str::<String>(b.get()),
+    ) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a.get() == b.get(),
+    }
+}
+
+// ---------------------------------------------------------------- oracle
+
+const REPLY_TYPES: &[&str] = &[
+    "appended",
+    "concurrency_error",
+    "snapshot_created",
+    "snapshot_read",
+    "replayed",
+    "state",
+    "stream_read",
+    "all_read",
+    "init_ok",
+    "error",
+];
+
+/// Every body field a request may carry.
+const REQUEST_FIELDS: &[&str] = &[
+    "type",
+    "msg_id",
+    "aggregate_id",
+    "event_type",
+    "event_data",
+    "metadata",
+    "event_id",
+    "events",
+    "version",
+    "state",
+    "use_snapshot",
+    "timestamp",
+    "from_version",
+    "from_sequence",
+    "max_count",
+    "node_id",
+    "node_ids",
+];
+
+/// The reply type answering a request type (besides `error`).
+fn answer_to(request_type: &str) -> Option<&'static [&'static str]> {
+    Some(match request_type {
+        "append" => &["appended", "concurrency_error"],
+        "create_snapshot" => &["snapshot_created", "concurrency_error"],
+        "read_snapshot" => &["snapshot_read"],
+        "replay" => &["replayed"],
+        "get_state" => &["state"],
+        "read_stream" => &["stream_read"],
+        "read_all" => &["all_read"],
+        "init" => &["init_ok"],
+        _ => return None,
+    })
+}
+
+/// What the protocol says a line must get.
+enum Expect<'a> {
+    /// No reply (and one stderr line).
+    Nothing,
+    /// Exactly one reply to this envelope.
+    Reply(Request<'a>),
+    /// The protocol leaves it open (duplicate envelope keys, undecodable
+    /// keys): still at most one reply, and a valid one.
+    Unknown,
+}
+
+struct Request<'a> {
+    src: &'a RawValue,
+    dest: Option<&'a RawValue>,
+    /// `Some(Some(id))`: must be echoed; `Some(None)`: must be left out;
+    /// `None`: undecided (duplicate `msg_id`).
+    msg_id: Option<Option<u64>>,
+    /// The body, when no field the node reads occurs twice (only then are
+    /// field checks made).
+    body: Option<Obj<'a>>,
+}
+
+fn expect(line: &[u8]) -> Expect<'_> {
+    let Ok(text) = std::str::from_utf8(line) else {
+        return Expect::Nothing; // JSON text is UTF-8
+    };
+    if serde_json::from_str::<IgnoredAny>(text).is_err() {
+        return Expect::Nothing; // not JSON at all
+    }
+    let Some(top) = Obj::parse(line) else {
+        let first = line.iter().find(|b| !b.is_ascii_whitespace());
+        return if first == Some(&b'{') {
+            Expect::Unknown // an object whose keys serde cannot decode
+        } else {
+            Expect::Nothing // JSON, not an object
+        };
+    };
+    if ["src", "dest", "body"].iter().any(|k| top.count(k) > 1) {
+        return Expect::Unknown;
+    }
+    let src = top.get("src").filter(|s| is_string(s));
+    let body = top.get("body").filter(|b| b.get().starts_with('{'));
+    let (Some(src), Some(body_raw)) = (src, body) else {
+        return Expect::Nothing;
+    };
+    let body = Obj::parse(body_raw.get().as_bytes());
+    let msg_id = match &body {
+        None => None,
+        Some(b) => match b.count("msg_id") {
+            0 => Some(None),
+            1 => Some(b.get("msg_id").and_then(|v| uint(v.get()))),
+            _ => None,
+        },
+    };
+    Expect::Reply(Request {
+        src,
+        dest: top.get("dest").filter(|d| is_string(d)),
+        msg_id,
+        body: body.filter(|b| !b.has_duplicate_fields()),
+    })
+}
+
+// ---------------------------------------------------------------- session
+
+/// `FUZZ_TRACE=1` prints every line and its reply to stderr (for reading a
+/// crash or a corpus entry: `FUZZ_TRACE=1 fuzz/target/.../node_lines FILE`).
+fn trace() -> bool {
+    static TRACE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *TRACE.get_or_init(|| std::env::var_os("FUZZ_TRACE").is_some_and(|v| v != "0"))
+}
+
+struct Session {
+    core: Core,
+    store: Arc<EventStore>,
+    /// The node id `init` set (decoded).
+    node_id: Option<String>,
+    /// Every aggregate id a request named (decoded).
+    aggregates: HashSet<String>,
+    /// Event ids seen in replies, for the generator's retries.
+    seen_ids: Vec<String>,
+    /// `recorded_at` values seen in replies, for the generator's `get_state`.
+    seen_times: Vec<String>,
+    lines: usize,
+}
+
+impl Session {
+    fn new() -> Session {
+        // A fixed id scheme: the same input gives the same ids on every run.
+        let store = Arc::new(EventStore::with_id_scheme(IdScheme::from_parts(
+            0x0123_4567_89ab_cdef,
+            [1, 2, 3, 4],
+        )));
+        Session {
+            core: Core::new(Arc::clone(&store)),
+            store,
+            node_id: None,
+            aggregates: HashSet::new(),
+            seen_ids: Vec::new(),
+            seen_times: Vec::new(),
+            lines: 0,
+        }
+    }
+
+    fn line(&mut self, line: &[u8]) {
+        self.lines += 1;
+        let head_before = self.store.head().0;
+        let mut out = Vec::new();
+        let diagnostic = self.core.handle(line, &mut out);
+        let head_after = self.store.head().0;
+        let expected = expect(line);
+        if trace() {
+            eprintln!("> {}", String::from_utf8_lossy(line));
+            eprintln!("< {}", String::from_utf8_lossy(&out).trim_end());
+        }
+        if let Expect::Reply(Request { body: Some(b), .. }) = &expected
+            && let Some(agg) = b.string("aggregate_id")
+            && !agg.is_empty()
+        {
+            self.aggregates.insert(agg);
+        }
+        let show = || String::from_utf8_lossy(line).into_owned();
+
+        // At most one reply line, ending in the only newline.
+        let newlines = out.iter().filter(|&&b| b == b'\n').count();
+        assert!(
+            newlines == 0 && out.is_empty() || newlines == 1 && out.last() == Some(&b'\n'),
+            "line {:?} produced {newlines} newlines in {:?}",
+            show(),
+            String::from_utf8_lossy(&out)
+        );
+        if out.is_empty() {
+            assert!(
+                !matches!(expected, Expect::Reply(_)),
+                "no reply to an answerable line {:?} (stderr: {diagnostic:?})",
+                show()
+            );
+            let d = diagnostic
+                .unwrap_or_else(|| panic!("line {:?}: no reply and no diagnostic", show()));
+            assert!(!d.contains('\n'), "diagnostic is more than one line: {d:?}");
+            assert_eq!(
+                head_after,
+                head_before,
+                "an unanswered line {:?} changed the store",
+                show()
+            );
+            return;
+        }
+        assert!(
+            diagnostic.is_none(),
+            "line {:?} got a reply and a diagnostic {diagnostic:?}",
+            show()
+        );
+        assert!(
+            !matches!(expected, Expect::Nothing),
+            "a line that is not an envelope got a reply: {:?} -> {:?}",
+            show(),
+            String::from_utf8_lossy(&out)
+        );
+        let reply = &out[..out.len() - 1];
+        self.check_reply(line, &expected, reply, head_before, head_after);
+    }
+
+    fn check_reply(
+        &mut self,
+        line: &[u8],
+        expected: &Expect<'_>,
+        reply: &[u8],
+        before: u64,
+        after: u64,
+    ) {
+        let ctx = || {
+            format!(
+                "\n  line:  {:?}\n  reply: {:?}",
+                String::from_utf8_lossy(line),
+                String::from_utf8_lossy(reply)
+            )
+        };
+        serde_json::from_slice::<IgnoredAny>(reply)
+            .unwrap_or_else(|e| panic!("reply is not JSON ({e}){}", ctx()));
+        let top = Obj::parse(reply).unwrap_or_else(|| panic!("reply is not an object{}", ctx()));
+        assert_eq!(
+            top.keys(),
+            ["src", "dest", "body"],
+            "reply envelope keys{}",
+            ctx()
+        );
+        let body = Obj::parse(top.get("body").unwrap().get().as_bytes())
+            .unwrap_or_else(|| panic!("reply body is not an object{}", ctx()));
+        assert!(
+            !body.has_duplicates(),
+            "duplicate keys in reply body{}",
+            ctx()
+        );
+        let keys = body.keys();
+        assert_eq!(
+            keys.first(),
+            Some(&"type"),
+            "reply body must start with type{}",
+            ctx()
+        );
+        let rtype = body
+            .string("type")
+            .unwrap_or_else(|| panic!("reply type is not a string{}", ctx()));
+        assert!(
+            REPLY_TYPES.contains(&rtype.as_str()),
+            "unknown reply type {rtype:?}{}",
+            ctx()
+        );
+        let in_reply_to = body.get("in_reply_to");
+        let mut rest = &keys[1..];
+        if in_reply_to.is_some() {
+            assert_eq!(
+                rest.first(),
+                Some(&"in_reply_to"),
+                "in_reply_to must follow type{}",
+                ctx()
+            );
+            rest = &rest[1..];
+        }
+        let echoed = in_reply_to
+            .map(|v| uint(v.get()).unwrap_or_else(|| panic!("in_reply_to not a u64{}", ctx())));
+
+        // Only an appended reply may move the head.
+        if rtype != "appended" {
+            assert_eq!(
+                after,
+                before,
+                "a {rtype} reply, yet the head moved{}",
+                ctx()
+            );
+        }
+        // Fields of each reply type, in the protocol's order.
+        let fields: &[&str] = match rtype.as_str() {
+            "appended" if body.get("event_ids").is_some() => {
+                &["event_ids", "sequence_numbers", "version"]
+            }
+            "appended" => &["event_id", "sequence_number"],
+            "concurrency_error" => &["error"],
+            "snapshot_created" => &["aggregate_id", "version"],
+            "snapshot_read" => &["aggregate_id", "version", "state"],
+            "replayed" if body.get("snapshot_version").is_some() => &[
+                "aggregate_id",
+                "snapshot_version",
+                "events_replayed",
+                "state",
+            ],
+            "replayed" => &["aggregate_id", "events_replayed", "state"],
+            "state" => &["aggregate_id", "timestamp", "state"],
+            "stream_read" => &["aggregate_id", "version", "events"],
+            "all_read" => &["events", "head"],
+            "init_ok" => &[],
+            _ => &["code", "text"],
+        };
+        assert_eq!(rest, fields, "fields of a {rtype} reply{}", ctx());
+        if rtype == "error" {
+            let code = body.u64("code");
+            assert!(
+                matches!(code, Some(10 | 12 | 20 | 22)),
+                "error code {code:?}{}",
+                ctx()
+            );
+            assert!(
+                body.string("text").is_some(),
+                "error text is not a string{}",
+                ctx()
+            );
+        }
+
+        let Expect::Reply(req) = expected else {
+            return;
+        };
+        // `init` names the node, its own reply included.
+        if rtype == "init_ok" {
+            self.node_id = req.body.as_ref().and_then(|b| b.string("node_id"));
+            assert!(
+                self.node_id.is_some(),
+                "init_ok without a string node_id{}",
+                ctx()
+            );
+        }
+        // Back to the sender, from the addressee / node id / "eventstore".
+        let dest = top.get("dest").unwrap();
+        assert!(
+            same_string(dest, req.src),
+            "reply dest is not the request's src{}",
+            ctx()
+        );
+        let src = top.get("src").unwrap();
+        match (req.dest, &self.node_id) {
+            (Some(d), _) => assert!(
+                same_string(src, d),
+                "reply src is not the request's dest{}",
+                ctx()
+            ),
+            (None, Some(id)) => assert_eq!(
+                serde_json::from_str::<String>(src.get()).ok().as_ref(),
+                Some(id),
+                "reply src is not the node id{}",
+                ctx()
+            ),
+            (None, None) => assert_eq!(src.get(), "\"eventstore\"", "reply src{}", ctx()),
+        }
+        if let Some(msg_id) = req.msg_id {
+            assert_eq!(
+                echoed,
+                msg_id,
+                "in_reply_to vs the request's msg_id{}",
+                ctx()
+            );
+        }
+        let Some(rb) = &req.body else { return };
+        if rtype == "error" {
+            return;
+        }
+        let Some(qtype) = rb.string("type") else {
+            panic!(
+                "a non-error reply to a request without a string type{}",
+                ctx()
+            );
+        };
+        let answers = answer_to(&qtype)
+            .unwrap_or_else(|| panic!("unknown request type answered with {rtype}{}", ctx()));
+        assert!(
+            answers.contains(&rtype.as_str()),
+            "{qtype} answered with {rtype}{}",
+            ctx()
+        );
+        self.check_against_store(rb, &body, &rtype, before, after, &ctx);
+    }
+
+    fn check_against_store(
+        &mut self,
+        req: &Obj<'_>,
+        body: &Obj<'_>,
+        rtype: &str,
+        before: u64,
+        after: u64,
+        ctx: &dyn Fn() -> String,
+    ) {
+        let store = &*self.store;
+        let agg = req.string("aggregate_id");
+        let version_of = |a: &str| store.stream_sequence_numbers(a).len() as u64;
+        if let Some(a) = &agg
+            && rtype != "appended"
+            && rtype != "all_read"
+            && rtype != "init_ok"
+            && rtype != "concurrency_error"
+        {
+            assert_eq!(
+                body.string("aggregate_id").as_ref(),
+                Some(a),
+                "aggregate_id echo{}",
+                ctx()
+            );
+        }
+        match rtype {
+            "appended" => {
+                let a = agg.unwrap_or_else(|| panic!("appended without aggregate_id{}", ctx()));
+                let (ids, seqs): (Vec<String>, Vec<u64>) = if let Some(ids) = body.get("event_ids")
+                {
+                    let ids: Vec<String> = serde_json::from_str(ids.get()).unwrap();
+                    let seqs: Vec<u64> =
+                        serde_json::from_str(body.get("sequence_numbers").unwrap().get())
+                            .unwrap_or_else(|_| panic!("sequence_numbers{}", ctx()));
+                    (ids, seqs)
+                } else {
+                    let id = body
+                        .string("event_id")
+                        .unwrap_or_else(|| panic!("event_id{}", ctx()));
+                    let seq = body
+                        .u64("sequence_number")
+                        .unwrap_or_else(|| panic!("sequence_number{}", ctx()));
+                    (vec![id], vec![seq])
+                };
+                assert_eq!(ids.len(), seqs.len(), "ids vs sequence numbers{}", ctx());
+                assert!(!seqs.is_empty(), "empty append{}", ctx());
+                let grown = after - before;
+                if grown == 0 {
+                    assert!(
+                        seqs.iter().all(|&s| s >= 1 && s <= before),
+                        "a retry names unknown events{}",
+                        ctx()
+                    );
+                } else {
+                    let fresh: Vec<u64> = (before + 1..=after).collect();
+                    assert_eq!(seqs, fresh, "a fresh append's sequence numbers{}", ctx());
+                }
+                for (id, &seq) in ids.iter().zip(&seqs) {
+                    let e = store
+                        .event(SequenceNumber(seq))
+                        .unwrap_or_else(|| panic!("no event {seq}{}", ctx()));
+                    assert_eq!(&e.id().to_string(), id, "event id at {seq}{}", ctx());
+                    assert_eq!(e.aggregate_id(), a, "aggregate of event {seq}{}", ctx());
+                    self.seen_ids.push(id.clone());
+                }
+                let last = store.event(SequenceNumber(*seqs.last().unwrap())).unwrap();
+                if let Some(v) = body.u64("version") {
+                    assert_eq!(v, last.version().0, "batch reply version{}", ctx());
+                }
+                let first = store.event(SequenceNumber(seqs[0])).unwrap();
+                assert_eq!(
+                    last.version().0 - first.version().0 + 1,
+                    seqs.len() as u64,
+                    "an append's events are not consecutive in the aggregate{}",
+                    ctx()
+                );
+            }
+            "concurrency_error" => {
+                let a = agg
+                    .unwrap_or_else(|| panic!("concurrency_error without aggregate_id{}", ctx()));
+                let text = body.string("error").unwrap();
+                let got = text
+                    .rsplit_once(", got ")
+                    .and_then(|(_, n)| n.parse::<u64>().ok())
+                    .unwrap_or_else(|| panic!("concurrency error text {text:?}{}", ctx()));
+                assert!(
+                    text.starts_with("Expected version "),
+                    "concurrency error text{}",
+                    ctx()
+                );
+                assert_eq!(
+                    got,
+                    version_of(&a),
+                    "concurrency error names the current version{}",
+                    ctx()
+                );
+            }
+            "snapshot_created" | "snapshot_read" => {
+                let a = agg.unwrap();
+                let v = body
+                    .u64("version")
+                    .unwrap_or_else(|| panic!("version{}", ctx()));
+                assert!(
+                    v <= version_of(&a),
+                    "snapshot beyond the aggregate's version{}",
+                    ctx()
+                );
+                if rtype == "snapshot_created" {
+                    assert_eq!(
+                        v,
+                        version_of(&a),
+                        "snapshot not at the current version{}",
+                        ctx()
+                    );
+                }
+            }
+            "replayed" => {
+                let a = agg.unwrap();
+                let n = body
+                    .u64("events_replayed")
+                    .unwrap_or_else(|| panic!("events_replayed{}", ctx()));
+                let sv = body
+                    .get("snapshot_version")
+                    .map(|v| uint(v.get()).unwrap())
+                    .unwrap_or(0);
+                assert_eq!(
+                    sv + n,
+                    version_of(&a),
+                    "snapshot_version + events_replayed{}",
+                    ctx()
+                );
+            }
+            "stream_read" => {
+                let a = agg.unwrap();
+                let seqs = store.stream_sequence_numbers(&a);
+                assert_eq!(
+                    body.u64("version"),
+                    Some(seqs.len() as u64),
+                    "stream_read version{}",
+                    ctx()
+                );
+                let events: Vec<Obj<'_>> = serde_json::from_str(body.get("events").unwrap().get())
+                    .unwrap_or_else(|_| panic!("events{}", ctx()));
+                let from = req.u64("from_version").unwrap_or(1).max(1);
+                for (i, e) in events.iter().enumerate() {
+                    let v = from + i as u64;
+                    assert_eq!(
+                        e.u64("version"),
+                        Some(v),
+                        "stream_read event version{}",
+                        ctx()
+                    );
+                    assert_eq!(
+                        e.u64("sequence_number"),
+                        seqs.get(v as usize - 1).map(|s| s.0),
+                        "stream_read seq{}",
+                        ctx()
+                    );
+                    assert_eq!(
+                        e.string("aggregate_id").as_ref(),
+                        Some(&a),
+                        "stream_read aggregate{}",
+                        ctx()
+                    );
+                    self.note_event(e);
+                }
+            }
+            "all_read" => {
+                assert_eq!(body.u64("head"), Some(after), "all_read head{}", ctx());
+                let events: Vec<Obj<'_>> = serde_json::from_str(body.get("events").unwrap().get())
+                    .unwrap_or_else(|_| panic!("events{}", ctx()));
+                let from = req.u64("from_sequence").unwrap_or(1).max(1);
+                for (i, e) in events.iter().enumerate() {
+                    assert_eq!(
+                        e.u64("sequence_number"),
+                        Some(from + i as u64),
+                        "all_read seq{}",
+                        ctx()
+                    );
+                    self.note_event(e);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn note_event(&mut self, e: &Obj<'_>) {
+        let keys = e.keys();
+        let expected: &[&str] = if e.get("metadata").is_some() {
+            &[
+                "sequence_number",
+                "event_id",
+                "aggregate_id",
+                "version",
+                "event_type",
+                "event_data",
+                "metadata",
+                "recorded_at",
+            ]
+        } else {
+            &[
+                "sequence_number",
+                "event_id",
+                "aggregate_id",
+                "version",
+                "event_type",
+                "event_data",
+                "recorded_at",
+            ]
+        };
+        assert_eq!(keys, expected, "event fields");
+        if let Some(t) = e.string("recorded_at") {
+            self.seen_times.push(t);
+        }
+        if let Some(id) = e.string("event_id") {
+            self.seen_ids.push(id);
+        }
+    }
+
+    /// The store's invariants after the session.
+    fn check_store(&self) {
+        let store = &*self.store;
+        let head = store.head().0;
+        let all = store.read_all(SequenceNumber(1), usize::MAX);
+        assert_eq!(all.head.0, head, "read_all head");
+        assert_eq!(all.events.len() as u64, head, "head vs number of events");
+        let mut ids = HashSet::new();
+        let mut by_aggregate: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+        let mut last_time = i64::MIN;
+        for (i, e) in all.events.iter().enumerate() {
+            let seq = i as u64 + 1;
+            assert_eq!(
+                e.sequence_number.0, seq,
+                "sequence numbers are not 1..=head"
+            );
+            assert!(ids.insert(e.id()), "event id {} stored twice", e.id());
+            let t = e.recorded_at().as_micros();
+            assert!(t >= last_time, "recorded_at went back at {seq}");
+            last_time = t;
+            by_aggregate.entry(e.aggregate_id()).or_default().push(seq);
+        }
+        let mut total = 0;
+        for (&agg, seqs) in &by_aggregate {
+            let stream: Vec<u64> = store
+                .stream_sequence_numbers(agg)
+                .iter()
+                .map(|s| s.0)
+                .collect();
+            assert_eq!(&stream, seqs, "aggregate {agg:?}: stream vs log");
+            total += stream.len() as u64;
+            let mut state = serde_json::Map::new();
+            let mut foldable = true;
+            for (i, &seq) in stream.iter().enumerate() {
+                let e = store.event(SequenceNumber(seq)).expect("event in stream");
+                assert_eq!(
+                    e.version().0,
+                    i as u64 + 1,
+                    "aggregate {agg:?}: versions are not 1..n"
+                );
+                assert_eq!(e.aggregate_id(), agg);
+                match serde_json::from_str::<Value>(e.data()) {
+                    Ok(Value::Object(m)) => state.extend(m),
+                    Ok(_) => {}
+                    Err(_) => foldable = false,
+                }
+            }
+            // The fold, checked when serde_json can model the data.
+            let replay = store.replay(agg, false);
+            assert_eq!(
+                replay.events_replayed,
+                stream.len() as u64,
+                "aggregate {agg:?}: events replayed"
+            );
+            assert!(
+                serde_json::from_str::<IgnoredAny>(&replay.state).is_ok(),
+                "aggregate {agg:?}: replay state is not JSON: {:?}",
+                replay.state
+            );
+            if foldable {
+                let got = serde_json::from_str::<Value>(&replay.state).unwrap_or_else(|e| {
+                    panic!("aggregate {agg:?}: replay state {:?}: {e}", replay.state)
+                });
+                assert_eq!(
+                    got,
+                    Value::Object(state),
+                    "aggregate {agg:?}: replay state is not the fold"
+                );
+            }
+        }
+        assert_eq!(total, head, "events in aggregates vs head");
+        for agg in &self.aggregates {
+            if !by_aggregate.contains_key(agg.as_str()) {
+                assert!(
+                    store.stream_sequence_numbers(agg).is_empty(),
+                    "aggregate {agg:?} has events the log lacks"
+                );
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- generator
+
+/// Reads the fuzzer's bytes as choices (zeros when they run out).
+struct Generator<'a> {
+    data: &'a [u8],
+    pos: usize,
+    history: Vec<Vec<u8>>,
+    msg_id: u64,
+}
+
+const AGGREGATES: &[&str] = &[
+    r#""a""#,
+    r#""b""#,
+    r#""a""#,
+    r#""c""#,
+    r#""ab""#,
+    r#""a\u0062""#,
+    r#""ü""#,
+    r#""x\"y""#,
+    r#""""#,
+    r#"7"#,
+    r#"null"#,
+    r#""a\nb""#,
+];
+const EVENT_TYPES: &[&str] = &[
+    r#""T""#,
+    r#""Created""#,
+    r#""Renamed""#,
+    r#""T""#,
+    r#""""#,
+    r#"5"#,
+    r#""t\u00e9""#,
+];
+const DATA: &[&str] = &[
+    r#"{}"#,
+    r#"{"k":1}"#,
+    r#"{"k":2,"m":[1,2]}"#,
+    r#"{"name":"John","age":41}"#,
+    r#"{"k":null}"#,
+    r#"null"#,
+    r#"[1,2]"#,
+    r#""s""#,
+    r#"42"#,
+    r#"{"a":{"b":{"c":1}}}"#,
+    r#"{"k":1,"k":2}"#,
+    r#"{"\u006b":3}"#,
+    r#"{"":1}"#,
+    r#"{"é":"\u00e9"}"#,
+    r#"1e400"#,
+    r#"-0"#,
+    r#"{"k":1.5e3}"#,
+    r#"{ "sp" : [ ] }"#,
+    r#"{"big":123456789012345678901234567890}"#,
+    r#"true"#,
+];
+const METADATA: &[&str] = &[
+    r#"{"m":1}"#,
+    r#"{}"#,
+    r#"{"user":"u"}"#,
+    r#"[]"#,
+    r#""x""#,
+    r#"null"#,
+];
+const UUIDS: &[&str] = &[
+    "67e55044-10b1-426f-9247-bb680e5fe0c8",
+    "6ba7b810-9dad-11d1-80b4-00c04fd430c8",
+    "6ba7b811-9dad-11d1-80b4-00c04fd430c8",
+    "00000000-0000-0000-0000-000000000000",
+    "ffffffff-ffff-ffff-ffff-ffffffffffff",
+    "67E55044-10B1-426F-9247-BB680E5FE0C8",
+    "67e5504410b1426f9247bb680e5fe0c8",
+    "not-a-uuid",
+];
+const TIMESTAMPS: &[&str] = &[
+    "2026-11-24T06:21:45.123456Z",
+    "1970-01-01T00:00:00Z",
+    "9999-12-31T23:59:59.999999Z",
+    "0000-01-01T00:00:00Z",
+    "2100-01-01T00:00:00+14:00",
+    "2020-02-29T12:00:00.5-05:30",
+    "2021-02-29T00:00:00Z",
+    "2016-12-31T23:59:60Z",
+    "2026-11-24t06:21:45z",
+    "2026-11-24 06:21:45Z",
+    "2026-11-24T06:21:45.1234567890Z",
+    "2026-11-24T06:21:45.Z",
+    "noon",
+    "2026-11-24T06:21:45",
+    "2026-11-24T24:00:00Z",
+    "2026-11-24T06:21:45+24:00",
+    "9999-12-31T23:59:59-23:59",
+];
+const HOSTILE_UINTS: &[&str] = &[
+    "-1",
+    "1.5",
+    "\"5\"",
+    "null",
+    "18446744073709551615",
+    "18446744073709551616",
+    "true",
+    "1e2",
+    "[]",
+    "{}",
+    "-0",
+    "0",
+];
+const MUTATION_BYTES: &[u8] = b"{}[]\",:\\ \t\r0-1aZ\x00\xff\xc3";
+
+impl<'a> Generator<'a> {
+    fn new(data: &'a [u8]) -> Self {
+        Generator {
+            data,
+            pos: 0,
+            history: Vec::new(),
+            msg_id: 0,
+        }
+    }
+    fn done(&self) -> bool {
+        self.pos >= self.data.len()
+    }
+    fn byte(&mut self) -> u8 {
+        let b = self.data.get(self.pos).copied().unwrap_or(0);
+        self.pos += 1;
+        b
+    }
+    fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
+        xs[self.byte() as usize % xs.len()]
+    }
+    /// Mostly true: valid choices come from the low values of a byte.
+    fn valid(&mut self) -> bool {
+        self.byte() < 224
+    }
+
+    fn run(mut self, s: &mut Session) {
+        while !self.done() && s.lines < 256 {
+            let line = self.next_line(s);
+            s.line(&line);
+            self.history.push(line);
+        }
+    }
+
+    fn next_line(&mut self, s: &Session) -> Vec<u8> {
+        let op = self.byte() % 16;
+        let line = match op {
+            13 | 14 if !self.history.is_empty() => {
+                let i = self.byte() as usize % self.history.len();
+                let mut line = self.history[i].clone();
+                if op == 14 {
+                    self.mutate(&mut line);
+                }
+                return line;
+            }
+            _ => {
+                let body = self.body(op, s);
+                self.envelope(&body)
+            }
+        };
+        let mut line = line.into_bytes();
+        if self.byte() >= 240 {
+            self.mutate(&mut line);
+        }
+        line
+    }
+
+    fn mutate(&mut self, line: &mut Vec<u8>) {
+        for _ in 0..1 + self.byte() % 3 {
+            let at = if line.is_empty() {
+                0
+            } else {
+                self.byte() as usize * 7 % (line.len() + 1)
+            };
+            match self.byte() % 4 {
+                0 => line.truncate(at),
+                1 => {
+                    let b = self.pick(MUTATION_BYTES);
+                    line.insert(at, b)
+                }
+                2 if at < line.len() => {
+                    line.remove(at);
+                }
+                _ if at < line.len() => {
+                    let b = self.pick(MUTATION_BYTES);
+                    line[at] = b
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn envelope(&mut self, body: &str) -> String {
+        let src = if self.valid() {
+            self.pick(&[r#""c1""#, r#""c2""#, r#""c1""#])
+        } else {
+            self.pick(&[r#""\u0063\u0031""#, "5", "null", r#""""#])
+        };
+        let dest = if self.valid() {
+            self.pick(&[r#","dest":"n1""#, "", r#","dest":"n1""#])
+        } else {
+            self.pick(&[
+                r#","dest":7"#,
+                r#","dest":null"#,
+                r#","dest":"n\"2""#,
+                r#","extra":[1,{"x":2}]"#,
+            ])
+        };
+        if self.byte() >= 250 {
+            format!(r#"{{"body":{body}{dest},"src":{src}}}"#)
+        } else {
+            format!(r#"{{"src":{src}{dest},"body":{body}}}"#)
+        }
+    }
+
+    fn msg_id(&mut self) -> String {
+        self.msg_id += 1;
+        if self.valid() {
+            format!(r#""msg_id":{},"#, self.msg_id)
+        } else {
+            match self.byte() % 3 {
+                0 => String::new(),
+                _ => format!(r#""msg_id":{},"#, self.pick(HOSTILE_UINTS)),
+            }
+        }
+    }
+
+    fn aggregate(&mut self) -> &'static str {
+        if self.valid() {
+            self.pick(&AGGREGATES[..5])
+        } else {
+            self.pick(AGGREGATES)
+        }
+    }
+
+    /// An expected version, usually right for the aggregate.
+    fn version(&mut self, s: &Session, agg: &str) -> String {
+        let current = serde_json::from_str::<String>(agg)
+            .map(|a| s.store.stream_sequence_numbers(&a).len() as u64)
+            .unwrap_or(0);
+        match self.byte() % 8 {
+            0..=3 => current.to_string(),
+            4 => "\"any\"".to_owned(),
+            5 => current.saturating_sub(1).to_string(),
+            6 => (current + 1).to_string(),
+            _ => self.pick(HOSTILE_UINTS).to_owned(),
+        }
+    }
+
+    fn uuid(&mut self, s: &Session) -> String {
+        if !s.seen_ids.is_empty() && self.byte() % 2 == 0 {
+            let i = self.byte() as usize % s.seen_ids.len();
+            return s.seen_ids[s.seen_ids.len() - 1 - i].clone();
+        }
+        self.pick(UUIDS).to_owned()
+    }
+
+    /// The single-event fields, each usually valid.
+    fn event_fields(&mut self, s: &Session) -> String {
+        let mut f = String::new();
+        let b = self.byte();
+        if b % 16 != 15 {
+            let t = if self.valid() {
+                self.pick(&EVENT_TYPES[..4])
+            } else {
+                self.pick(EVENT_TYPES)
+            };
+            f += &format!(r#""event_type":{t},"#);
+        }
+        if b & 0x10 == 0 {
+            let d = self.pick(DATA);
+            f += &format!(r#""event_data":{d},"#);
+        }
+        if b & 0x20 != 0 {
+            let m = self.pick(METADATA);
+            f += &format!(r#""metadata":{m},"#);
+        }
+        if b & 0x40 != 0 {
+            let id = self.uuid(s);
+            f += &format!(r#""event_id":"{id}","#);
+        }
+        f
+    }
+
+    fn body(&mut self, op: u8, s: &Session) -> String {
+        let msg_id = self.msg_id();
+        let agg = self.aggregate();
+        let mut b = match op {
+            0..=3 => {
+                let fields = self.event_fields(s);
+                let v = self.version(s, agg);
+                format!(r#"{{"type":"append",{msg_id}"aggregate_id":{agg},{fields}"version":{v}}}"#)
+            }
+            4 | 5 => {
+                let n = match self.byte() {
+                    0..=249 => 1 + self.byte() as usize % 4,
+                    250..=253 => 0,
+                    _ => 1001,
+                };
+                let events: Vec<String> = (0..n)
+                    .map(|_| {
+                        let f = self.event_fields(s);
+                        format!("{{{}}}", f.trim_end_matches(','))
+                    })
+                    .collect();
+                let v = self.version(s, agg);
+                let both = if self.byte() >= 250 {
+                    r#""event_type":"T","#
+                } else {
+                    ""
+                };
+                format!(
+                    r#"{{"type":"append",{msg_id}"aggregate_id":{agg},{both}"events":[{}],"version":{v}}}"#,
+                    events.join(",")
+                )
+            }
+            6 => {
+                let mut f = String::new();
+                let b = self.byte();
+                if b & 1 != 0 {
+                    let v = self.version(s, agg);
+                    f += &format!(r#","version":{v}"#);
+                }
+                if b & 2 != 0 {
+                    let d = self.pick(DATA);
+                    f += &format!(r#","state":{d}"#);
+                }
+                format!(r#"{{"type":"create_snapshot",{msg_id}"aggregate_id":{agg}{f}}}"#)
+            }
+            7 => format!(r#"{{"type":"read_snapshot",{msg_id}"aggregate_id":{agg}}}"#),
+            8 => {
+                let u = self.pick(&[
+                    "",
+                    r#","use_snapshot":true"#,
+                    r#","use_snapshot":false"#,
+                    r#","use_snapshot":true"#,
+                    r#","use_snapshot":"yes""#,
+                    r#","use_snapshot":null"#,
+                ]);
+                format!(r#"{{"type":"replay",{msg_id}"aggregate_id":{agg}{u}}}"#)
+            }
+            9 => {
+                let t = if !s.seen_times.is_empty() && self.byte() % 2 == 0 {
+                    let i = self.byte() as usize % s.seen_times.len();
+                    s.seen_times[i].clone()
+                } else {
+                    self.pick(TIMESTAMPS).to_owned()
+                };
+                let t = if self.valid() {
+                    format!("\"{t}\"")
+                } else {
+                    self.pick(&["5", "null", r#""\u0032026-11-24T06:21:45Z""#])
+                        .to_owned()
+                };
+                format!(r#"{{"type":"get_state",{msg_id}"aggregate_id":{agg},"timestamp":{t}}}"#)
+            }
+            10 => {
+                let f = self.reads();
+                format!(
+                    r#"{{"type":"read_stream",{msg_id}"aggregate_id":{agg}{}}}"#,
+                    f.replace("from_", "from_version")
+                )
+            }
+            11 => {
+                let f = self.reads();
+                format!(
+                    r#"{{"type":"read_all",{msg_id}"x":0{}}}"#,
+                    f.replace("from_", "from_sequence")
+                )
+            }
+            _ => {
+                if self.valid() {
+                    let node = self.pick(&[r#""n1""#, r#""n2""#, r#""n\"3""#, r#""""#, "1"]);
+                    let ids = self.pick(&[r#"["n1","n2"]"#, "[]", r#"["n1"]"#, r#"[1]"#, "null"]);
+                    format!(r#"{{"type":"init",{msg_id}"node_id":{node},"node_ids":{ids}}}"#)
+                } else {
+                    let t = self.pick(&[r#""dance""#, "5", "null", r#""APPEND""#, r#""append ""#]);
+                    format!(r#"{{"type":{t},{msg_id}"aggregate_id":{agg}}}"#)
+                }
+            }
+        };
+        if self.byte() >= 245 {
+            // A duplicate or unknown field at the end of the body.
+            b.pop();
+            b += self.pick(&[
+                r#","msg_id":77}"#,
+                r#","zzz":{"y":[null]}}"#,
+                r#","type":"read_all"}"#,
+                r#","aggregate_id":"b"}"#,
+            ]);
+        }
+        b
+    }
+
+    /// `from_` and `max_count` fields of a read.
+    fn reads(&mut self) -> String {
+        let mut f = String::new();
+        let b = self.byte();
+        if b & 1 != 0 {
+            let v = if self.valid() {
+                (self.byte() % 6).to_string()
+            } else {
+                self.pick(HOSTILE_UINTS).to_owned()
+            };
+            f += &format!(r#","from_":{v}"#);
+        }
+        if b & 2 != 0 {
+            let v = if self.valid() {
+                (self.byte() % 4).to_string()
+            } else {
+                self.pick(&[
+                    "10001",
+                    "99999999999999999999",
+                    "18446744073709551615",
+                    "-3",
+                    "2.0",
+                ])
+                .to_owned()
+            };
+            f += &format!(r#","max_count":{v}"#);
+        }
+        f
+    }
+}
