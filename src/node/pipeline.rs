@@ -186,32 +186,93 @@ impl Sequencer {
 }
 
 /// Finished batches waiting for their turn to be written, each with the
-/// log position its replies depend on.
-struct Reorder<'s, W> {
-    store: &'s EventStore,
+/// log position its replies depend on (0 in memory).
+struct Reorder<W> {
     next: u64,
     pending: BTreeMap<u64, (Vec<u8>, u64)>,
     output: W,
-    /// Set when persisting failed: nothing more is written.
+    /// Log position known durable (`u64::MAX` for an in-memory store).
+    durable: u64,
+    /// Workers still running; the syncer stops when none are and nothing
+    /// is left to write.
+    workers_left: usize,
+    /// The output is closed: nothing more is written.
+    closed: bool,
+    /// Persisting failed: nothing more is written.
     failure: Option<io::Error>,
 }
 
-impl<W: Write> Reorder<'_, W> {
-    /// Files batch `index`'s output and writes every batch now in order,
-    /// each after syncing the log up to its position (one sync usually
-    /// covers all of them). Returns `false` once the node should stop.
+impl<W: Write> Reorder<W> {
+    /// Files batch `index`'s output and writes what can be written.
+    /// Returns `false` once the node should stop reading.
     fn deliver(&mut self, index: u64, out: Vec<u8>, position: u64) -> bool {
         self.pending.insert(index, (out, position));
-        let mut ok = self.failure.is_none();
-        while ok && let Some((out, position)) = self.pending.remove(&self.next) {
+        self.drain()
+    }
+
+    /// Writes, in input order, every finished batch whose log records are
+    /// durable.
+    fn drain(&mut self) -> bool {
+        let mut wrote = false;
+        while !self.closed
+            && self.failure.is_none()
+            && let Some(entry) = self.pending.first_entry()
+            && *entry.key() == self.next
+            && entry.get().1 <= self.durable
+        {
+            let (out, _) = entry.remove();
             self.next += 1;
-            if let Err(e) = self.store.sync_to(position) {
-                self.failure = Some(storage_failed(e));
-                return false;
-            }
-            ok = self.output.write_all(&out).is_ok();
+            wrote = true;
+            self.closed = self.output.write_all(&out).is_err();
         }
-        ok && self.output.flush().is_ok()
+        if wrote && !self.closed {
+            self.closed = self.output.flush().is_err();
+        }
+        if self.closed {
+            self.pending.clear();
+        }
+        !self.closed && self.failure.is_none()
+    }
+
+    /// Whether the next batch in line waits only for a sync.
+    fn needs_sync(&self) -> bool {
+        self.failure.is_none()
+            && self
+                .pending
+                .first_key_value()
+                .is_some_and(|(&i, &(_, position))| i == self.next && position > self.durable)
+    }
+}
+
+/// The group-commit loop of a durable node: whenever the next batch in
+/// line waits for its records to be durable, sync everything applied so far
+/// (usually several batches' worth) and release what that covers. Workers
+/// never wait for a disk: they go on applying and encoding meanwhile.
+fn sync_loop<W: Write>(store: &EventStore, reorder: &Mutex<Reorder<W>>, wanted: &Condvar) {
+    let mut r = reorder.lock();
+    loop {
+        while !r.needs_sync() && r.workers_left > 0 && r.failure.is_none() {
+            wanted.wait(&mut r);
+        }
+        if !r.needs_sync() {
+            // No worker left and nothing waiting for a sync, or failed.
+            return;
+        }
+        drop(r);
+        let target = store.wal_position();
+        let result = store.sync_to(target);
+        r = reorder.lock();
+        match result {
+            Ok(()) => {
+                r.durable = target;
+                r.drain();
+            }
+            Err(e) => {
+                r.failure = Some(storage_failed(e));
+                r.pending.clear();
+                return;
+            }
+        }
     }
 }
 
@@ -226,20 +287,28 @@ fn run_parallel(
         turn: Mutex::new((0, Core::new(Arc::clone(&store)))),
         advanced: Condvar::new(),
     };
+    let durable = store.is_durable();
     let reorder = Mutex::new(Reorder {
-        store: &store,
         next: 0,
         pending: BTreeMap::new(),
         output,
+        durable: if durable { 0 } else { u64::MAX },
+        workers_left: config.workers,
+        closed: false,
         failure: None,
     });
+    let sync_wanted = Condvar::new();
     let closed = AtomicBool::new(false);
     let (tx, rx) = channel::bounded::<(u64, Vec<u8>)>(config.workers * 2);
 
     std::thread::scope(|scope| {
+        if durable {
+            scope.spawn(|| sync_loop(&store, &reorder, &sync_wanted));
+        }
         for _ in 0..config.workers {
             let rx = rx.clone();
-            let (store, sequencer, reorder, closed) = (&*store, &sequencer, &reorder, &closed);
+            let (store, sequencer, reorder, closed, sync_wanted) =
+                (&*store, &sequencer, &reorder, &closed, &sync_wanted);
             scope.spawn(move || {
                 for (index, batch) in rx {
                     let work = catch_unwind(AssertUnwindSafe(|| {
@@ -256,12 +325,18 @@ fn run_parallel(
                         report_bug(index);
                         (Vec::new(), 0)
                     });
-                    if !reorder.lock().deliver(index, out, position) {
+                    let mut r = reorder.lock();
+                    if !r.deliver(index, out, position) {
                         // Relaxed: a hint for the reader to stop early;
                         // nothing else is published through it.
                         closed.store(true, Ordering::Relaxed);
                     }
+                    if r.needs_sync() {
+                        sync_wanted.notify_one();
+                    }
                 }
+                reorder.lock().workers_left -= 1;
+                sync_wanted.notify_one();
             });
         }
         drop(rx);
