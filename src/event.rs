@@ -232,3 +232,24 @@ impl RecordedEvent<'_> {
         self.event.write_json(self.sequence_number, out);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_event_stays_compact() {
+        // Every event costs one log slot of this size plus its packed text;
+        // growing it costs ~1 MB per 100k events (see README, memory).
+        assert!(std::mem::size_of::<std::sync::OnceLock<Event>>() <= 72);
+    }
+
+    #[test]
+    fn payload_parts_unpack() {
+        let data = RawValue::from_string(r#"{"a":1}"#.into()).unwrap();
+        let meta = RawValue::from_string(r#"{"m":2}"#.into()).unwrap();
+        let p = Payload::pack(&NewEvent::new("T", &data).with_metadata(&meta));
+        assert_eq!(&*p.text, r#"T{"a":1}{"m":2}"#);
+        assert_eq!((p.type_len, p.data_len), (1, 7));
+    }
+}

@@ -38,13 +38,17 @@
 //! later writer. The only operations there are a chunk lookup (which may
 //! allocate; allocation failure aborts, it does not unwind), `OnceLock::set`
 //! on a slot nobody else can hold, and arithmetic.
+//!
+//! Steps 1, 2 and 4, and the readers' side, are [`ticket::TicketGate`],
+//! model-checked by loom in `tests/loom_ticket.rs` (`scripts/loom.sh`).
+
+mod ticket;
 
 use crate::event::Event;
 use crate::time::Timestamp;
 use crate::types::SequenceNumber;
-use crossbeam::utils::{Backoff, CachePadded};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use ticket::TicketGate;
 
 /// log2 of the first chunk's slot count.
 const FIRST_CHUNK_BITS: u32 = 10;
@@ -53,24 +57,11 @@ const CHUNKS: usize = 53;
 
 type Chunk = Box<[OnceLock<Event>]>;
 
-/// The state the ticket holder touches, on its own cache line so that
-/// readers polling `published` do not share a line with `next`, which every
-/// writer hammers.
-struct Tail {
-    /// Highest sequence number whose slot is written and visible.
-    published: AtomicU64,
-    /// `recorded_at` of the event at `published`, in microseconds. Written
-    /// only by the ticket holder before it publishes, read by the next one
-    /// after it has seen that publish (Acquire), so `Relaxed` suffices.
-    last_recorded_micros: AtomicI64,
-}
-
 /// The append-only global log. See the module docs.
 pub(crate) struct Log {
     chunks: [OnceLock<Chunk>; CHUNKS],
-    /// Highest sequence number handed out (ticket counter).
-    next: CachePadded<AtomicU64>,
-    tail: CachePadded<Tail>,
+    /// Tickets and publication: which slots are written, which are visible.
+    gate: TicketGate,
 }
 
 /// Chunk index and offset of a sequence number (which must be ≥ 1).
@@ -93,19 +84,15 @@ impl Log {
     pub(crate) fn new() -> Log {
         Log {
             chunks: [const { OnceLock::new() }; CHUNKS],
-            next: CachePadded::new(AtomicU64::new(0)),
-            tail: CachePadded::new(Tail {
-                published: AtomicU64::new(0),
-                last_recorded_micros: AtomicI64::new(i64::MIN),
-            }),
+            gate: TicketGate::new(),
         }
     }
 
     /// Highest visible sequence number (0 when the log is empty).
     pub(crate) fn head(&self) -> SequenceNumber {
-        // Acquire: pairs with the Release in `append`, so every slot at or
-        // below the value read is fully written and visible to this thread.
-        SequenceNumber(self.tail.published.load(Ordering::Acquire))
+        // Acquire (in `head`): pairs with the Release in `publish`, so every
+        // slot at or below the value read is fully written and visible here.
+        SequenceNumber(self.gate.head())
     }
 
     /// The event at `seq`, if it is visible.
@@ -139,7 +126,13 @@ impl Log {
     /// `persist` runs after the slots are written and before they are
     /// published, still in ticket order: durable stores serialise their
     /// log record there, so records reach the file in sequence order.
-    pub(crate) fn append<T, I, F, P>(&self, items: I, now: Timestamp, mut build: F, persist: P) -> SequenceNumber
+    pub(crate) fn append<T, I, F, P>(
+        &self,
+        items: I,
+        now: Timestamp,
+        mut build: F,
+        persist: P,
+    ) -> SequenceNumber
     where
         I: ExactSizeIterator<Item = T>,
         F: FnMut(SequenceNumber, Timestamp, T) -> Event,
@@ -147,19 +140,13 @@ impl Log {
     {
         let n = items.len() as u64;
         debug_assert!(n > 0, "empty append reached the log");
-        // Relaxed: the ticket only needs the RMW's atomicity (a unique,
-        // consecutive range); ordering with other memory is done by the
-        // Acquire/Release pair on `published` below.
-        let first = self.next.fetch_add(n, Ordering::Relaxed) + 1;
+        // Step 1, the ticket: a unique, consecutive range (Relaxed RMW).
+        let first = self.gate.reserve(n);
 
-        // Wait for every earlier ticket to publish. Acquire: we read the
-        // predecessor's `last_recorded_micros` next.
-        let backoff = Backoff::new();
-        while self.tail.published.load(Ordering::Acquire) != first - 1 {
-            backoff.snooze();
-        }
-        let previous = self.tail.last_recorded_micros.load(Ordering::Relaxed);
-        let recorded_at = Timestamp(now.0.max(previous));
+        // Step 2: wait for every earlier ticket to publish (Acquire, so the
+        // predecessor's recorded_at and slots are visible to us).
+        self.gate.wait_turn(first);
+        let recorded_at = Timestamp(now.0.max(self.gate.previous_recorded()));
 
         let mut seq = first;
         for item in items {
@@ -174,12 +161,9 @@ impl Log {
         debug_assert_eq!(seq, first + n, "iterator length lied");
         let last = seq - 1;
         persist(SequenceNumber(first), self);
-        self.tail
-            .last_recorded_micros
-            .store(recorded_at.0, Ordering::Relaxed);
-        // Release: makes the slot writes above (and last_recorded_micros)
-        // visible to whoever Acquire-loads this value.
-        self.tail.published.store(last, Ordering::Release);
+        // Step 4. Release (in `publish`): makes the slot writes above (and
+        // recorded_at) visible to whoever Acquire-loads `published`.
+        self.gate.publish(last, recorded_at.0);
 
         // Outside the serial section now: if this append reached the upper
         // half of its chunk, allocate the next chunk, so that no writer

@@ -1,8 +1,8 @@
 //! The `eventstore` node: JSON lines on stdin, replies on stdout. This file
 //! only parses flags; see the library's `node` module for the rest.
 
-use eventstore::{EventStore, FsyncPolicy};
 use eventstore::node::{Config, run};
+use eventstore::{EventStore, FsyncPolicy};
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::process::ExitCode;
@@ -74,7 +74,11 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Config>, Stri
                 config.fsync = match text("--fsync")?.as_str() {
                     "always" => FsyncPolicy::Always,
                     "never" => FsyncPolicy::Never,
-                    other => return Err(format!("--fsync: {other:?} is neither \"always\" nor \"never\"")),
+                    other => {
+                        return Err(format!(
+                            "--fsync: {other:?} is neither \"always\" nor \"never\""
+                        ));
+                    }
                 }
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),

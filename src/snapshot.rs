@@ -212,7 +212,12 @@ impl EventStore {
     }
 
     /// Puts back a snapshot read from a durable log.
-    pub(crate) fn restore_snapshot(&self, aggregate_id: &str, version: Version, state: Option<&RawValue>) {
+    pub(crate) fn restore_snapshot(
+        &self,
+        aggregate_id: &str,
+        version: Version,
+        state: Option<&RawValue>,
+    ) {
         let aggregate = self.find_or_create(aggregate_id);
         let state = match state {
             Some(raw) => SnapshotState::Given(raw.get().into()),

@@ -368,7 +368,15 @@ impl EventStore {
         };
         let persist = |first, log: &Log| {
             if let Some(wal) = &self.wal {
-                crate::storage::persist_append(wal, log, &self.ids, aggregate.name(), first, first_version, count);
+                crate::storage::persist_append(
+                    wal,
+                    log,
+                    &self.ids,
+                    aggregate.name(),
+                    first,
+                    first_version,
+                    count,
+                );
             }
         };
         let first = self.log.append(payloads, now, build, persist);

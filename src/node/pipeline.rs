@@ -24,8 +24,14 @@
 //!   worker completes the next batch in line writes it, so no extra thread
 //!   hop sits between a reply and stdout.
 //!
+//! - **Durable nodes** add one thread, the sync loop: a batch's replies are
+//!   written only once the log is durable up to the position its apply step
+//!   reached; when the batch next in line waits for that, the loop syncs
+//!   everything applied so far (group commit) and releases every batch it
+//!   covers. Workers never wait for the disk.
+//!
 //! With one worker, everything runs on the calling thread with no threads or
-//! channels at all.
+//! channels at all (and a durable node syncs once per input batch).
 
 use super::lines::{Lines, read_batches};
 use crate::protocol::{Core, Message, Outcome, ReplySource, decode, encode};

@@ -62,7 +62,11 @@ impl fmt::Display for OpenError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             OpenError::Io(e) => e.fmt(f),
-            OpenError::Corrupt { file, offset, problem } => write!(
+            OpenError::Corrupt {
+                file,
+                offset,
+                problem,
+            } => write!(
                 f,
                 "{} is damaged at byte offset {offset}: {problem}; refusing to start (nothing was changed)",
                 file.display()
@@ -111,7 +115,12 @@ pub(crate) fn persist_append(
 }
 
 /// Serialises a snapshot's record (called under the aggregate's lock).
-pub(crate) fn persist_snapshot(wal: &Wal, aggregate_id: &str, version: Version, state: Option<&str>) {
+pub(crate) fn persist_snapshot(
+    wal: &Wal,
+    aggregate_id: &str,
+    version: Version,
+    state: Option<&str>,
+) {
     wal.append(|buf| record::write_snapshot(buf, aggregate_id, version.0, state));
 }
 
@@ -195,7 +204,9 @@ impl EventStore {
             } => {
                 let expected_seq = self.head().0 + 1;
                 if first_seq != expected_seq {
-                    return Err(format!("append record starts at sequence number {first_seq}, expected {expected_seq}"));
+                    return Err(format!(
+                        "append record starts at sequence number {first_seq}, expected {expected_seq}"
+                    ));
                 }
                 let aggregate = self.find_or_create(aggregate_id);
                 let mut stream = aggregate.stream.lock();
@@ -242,7 +253,12 @@ impl EventStore {
 
 /// Replays one segment into `store` (created from the first header);
 /// returns the length of its valid prefix.
-fn recover_segment(path: &Path, data: &[u8], newest: bool, store: &mut Option<EventStore>) -> Result<usize, OpenError> {
+fn recover_segment(
+    path: &Path,
+    data: &[u8],
+    newest: bool,
+    store: &mut Option<EventStore>,
+) -> Result<usize, OpenError> {
     let corrupt = |offset: usize, problem: String| OpenError::Corrupt {
         file: path.to_owned(),
         offset,
@@ -260,11 +276,18 @@ fn recover_segment(path: &Path, data: &[u8], newest: bool, store: &mut Option<Ev
                     }
                     (true, Record::Header { tag, keys }, Some(s)) => {
                         if IdScheme::from_parts(tag, keys) != s.ids {
-                            return Err(corrupt(at, "segment belongs to another store (id scheme differs)".into()));
+                            return Err(corrupt(
+                                at,
+                                "segment belongs to another store (id scheme differs)".into(),
+                            ));
                         }
                     }
-                    (true, _, _) => return Err(corrupt(at, "segment does not start with a header".into())),
-                    (false, record, Some(s)) => s.restore(record).map_err(|why| corrupt(at, why))?,
+                    (true, _, _) => {
+                        return Err(corrupt(at, "segment does not start with a header".into()));
+                    }
+                    (false, record, Some(s)) => {
+                        s.restore(record).map_err(|why| corrupt(at, why))?
+                    }
                     // `first` is false only once a header has made the store.
                     (false, _, None) => return Err(corrupt(at, "record before any header".into())),
                 }
@@ -272,10 +295,17 @@ fn recover_segment(path: &Path, data: &[u8], newest: bool, store: &mut Option<Ev
                 at = next;
             }
             Frame::End => return Ok(at),
-            Frame::Truncated | Frame::BadChecksum { .. } if newest && !intact_frames_follow(data, at, store.as_ref()) => {
+            Frame::Truncated | Frame::BadChecksum { .. }
+                if newest && !intact_frames_follow(data, at, store.as_ref()) =>
+            {
                 return Ok(at);
             }
-            Frame::Truncated => return Err(corrupt(at, "record cut short before the end of the log".into())),
+            Frame::Truncated => {
+                return Err(corrupt(
+                    at,
+                    "record cut short before the end of the log".into(),
+                ));
+            }
             Frame::BadChecksum { .. } => return Err(corrupt(at, "checksum mismatch".into())),
         }
     }
@@ -296,6 +326,8 @@ fn intact_frames_follow(data: &[u8], at: usize, store: Option<&EventStore>) -> b
         let mut seq = [0u8; 8];
         seq.copy_from_slice(&data[p + header + 1..p + header + 9]);
         let seq = u64::from_le_bytes(seq);
-        seq >= next_seq && seq - next_seq < (1 << 32) && matches!(record::read_frame(data, p), Frame::Good { .. })
+        seq >= next_seq
+            && seq - next_seq < (1 << 32)
+            && matches!(record::read_frame(data, p), Frame::Good { .. })
     })
 }

@@ -119,7 +119,13 @@ pub fn write_header(out: &mut Vec<u8>, tag: u64, keys: [u64; 4]) {
 
 /// Appends the head of an append frame; follow with `count` calls of
 /// [`write_event`] and then [`end_frame`].
-pub fn begin_append(out: &mut Vec<u8>, first_seq: u64, first_version: u64, count: u32, aggregate_id: &str) -> usize {
+pub fn begin_append(
+    out: &mut Vec<u8>,
+    first_seq: u64,
+    first_version: u64,
+    count: u32,
+    aggregate_id: &str,
+) -> usize {
     let at = begin_frame(out);
     out.push(KIND_APPEND);
     out.extend_from_slice(&first_seq.to_le_bytes());
@@ -340,19 +346,49 @@ mod tests {
         let data = sample();
         let recs = records(&data);
         assert_eq!(recs.len(), 4);
-        assert_eq!(recs[0], Record::Header { tag: 7, keys: [1, 2, 3, 4] });
-        let Record::Append { first_seq, events, aggregate_id, .. } = &recs[1] else { panic!() };
+        assert_eq!(
+            recs[0],
+            Record::Header {
+                tag: 7,
+                keys: [1, 2, 3, 4]
+            }
+        );
+        let Record::Append {
+            first_seq,
+            events,
+            aggregate_id,
+            ..
+        } = &recs[1]
+        else {
+            panic!()
+        };
         assert_eq!((*first_seq, *aggregate_id, events.len()), (1, "agg", 2));
         assert_eq!(events[1].metadata, r#"{"m":true}"#);
         assert!(events[0].client_id && !events[1].client_id);
-        assert_eq!(recs[2], Record::Snapshot { aggregate_id: "agg", version: 2, state: Some(r#"{"s":1}"#) });
-        assert_eq!(recs[3], Record::Snapshot { aggregate_id: "agg", version: 2, state: None });
+        assert_eq!(
+            recs[2],
+            Record::Snapshot {
+                aggregate_id: "agg",
+                version: 2,
+                state: Some(r#"{"s":1}"#)
+            }
+        );
+        assert_eq!(
+            recs[3],
+            Record::Snapshot {
+                aggregate_id: "agg",
+                version: 2,
+                state: None
+            }
+        );
     }
 
     #[test]
     fn every_truncation_is_detected_as_truncated() {
         let data = sample();
-        let (Frame::Good { next: first, .. }) = read_frame(&data, 0) else { panic!() };
+        let (Frame::Good { next: first, .. }) = read_frame(&data, 0) else {
+            panic!()
+        };
         for cut in first + 1..data.len() {
             let mut at = first;
             let last = loop {
@@ -361,7 +397,10 @@ mod tests {
                     other => break other,
                 }
             };
-            assert!(matches!(last, Frame::Truncated | Frame::End), "cut {cut}: {last:?}");
+            assert!(
+                matches!(last, Frame::Truncated | Frame::End),
+                "cut {cut}: {last:?}"
+            );
         }
     }
 
@@ -397,7 +436,12 @@ mod tests {
 
     #[test]
     fn malformed_payloads_are_errors_not_panics() {
-        for payload in [&[][..], &[9], &[1, 0, 0], &[2, 1, 2, 3, 4, 5, 6, 7, 8, 255, 255, 255, 255]] {
+        for payload in [
+            &[][..],
+            &[9],
+            &[1, 0, 0],
+            &[2, 1, 2, 3, 4, 5, 6, 7, 8, 255, 255, 255, 255],
+        ] {
             assert!(parse(payload).is_err());
         }
     }

@@ -105,12 +105,19 @@ pub fn segments(dir: &Path) -> io::Result<Vec<u64>> {
 pub fn lock_dir(dir: &Path) -> io::Result<File> {
     fs::create_dir_all(dir)?;
     let path = dir.join("LOCK");
-    let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(fs::TryLockError::WouldBlock) => Err(io::Error::new(
             io::ErrorKind::WouldBlock,
-            format!("{} is locked: another eventstore is using this data directory", path.display()),
+            format!(
+                "{} is locked: another eventstore is using this data directory",
+                path.display()
+            ),
         )),
         Err(fs::TryLockError::Error(e)) => Err(e),
     }
@@ -122,7 +129,10 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 
 fn new_segment(dir: &Path, number: u64, ids: IdScheme) -> io::Result<(File, u64)> {
     let path = segment_path(dir, number);
-    let mut file = OpenOptions::new().create_new(true).append(true).open(&path)?;
+    let mut file = OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .open(&path)?;
     let mut header = Vec::new();
     let (tag, keys) = ids.parts();
     record::write_header(&mut header, tag, keys);
@@ -136,10 +146,18 @@ impl Wal {
     /// Starts writing a directory: appending to segment `last` (of `bytes`
     /// valid bytes, already cut to its last whole record), or creating the
     /// first segment when `last` is `None`.
-    pub fn start(dir: &Path, lock: File, ids: IdScheme, fsync: FsyncPolicy, last: Option<(u64, u64)>) -> io::Result<Wal> {
+    pub fn start(
+        dir: &Path,
+        lock: File,
+        ids: IdScheme,
+        fsync: FsyncPolicy,
+        last: Option<(u64, u64)>,
+    ) -> io::Result<Wal> {
         let (file, number, bytes) = match last {
             Some((number, bytes)) => {
-                let file = OpenOptions::new().append(true).open(segment_path(dir, number))?;
+                let file = OpenOptions::new()
+                    .append(true)
+                    .open(segment_path(dir, number))?;
                 (file, number, bytes)
             }
             None => {
@@ -151,7 +169,10 @@ impl Wal {
             dir: dir.to_owned(),
             ids,
             fsync,
-            pending: Mutex::new(Pending { buf: Vec::new(), end: 0 }),
+            pending: Mutex::new(Pending {
+                buf: Vec::new(),
+                end: 0,
+            }),
             writer: Mutex::new(Writer {
                 file,
                 number,

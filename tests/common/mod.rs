@@ -492,3 +492,323 @@ impl Drop for Session {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Durability helpers (tests/durability_*.rs): temp data dirs, a seeded PRNG,
+// a node that can be SIGKILLed mid-stream, reading a whole store back.
+// ---------------------------------------------------------------------------
+
+/// A fresh, uniquely named directory under [`std::env::temp_dir`], removed
+/// with everything in it on drop (kept, and its path printed, when the test
+/// is panicking and `EVENTSTORE_KEEP_DIRS` is set: for a post-mortem).
+pub struct TempDir {
+    path: std::path::PathBuf,
+}
+
+impl TempDir {
+    /// Creates `eventstore-LABEL-PID-N-NANOS` in the temp dir.
+    pub fn new(label: &str) -> TempDir {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let path = std::env::temp_dir().join(format!(
+            "eventstore-{label}-{}-{}-{nanos}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir { path }
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// The directory as a `--data-dir` argument.
+    pub fn arg(&self) -> &str {
+        self.path.to_str().expect("temp dir path is UTF-8")
+    }
+
+    /// A path inside the directory.
+    pub fn join(&self, name: &str) -> std::path::PathBuf {
+        self.path.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if thread::panicking() && std::env::var_os("EVENTSTORE_KEEP_DIRS").is_some() {
+            eprintln!("kept data dir {}", self.path.display());
+            return;
+        }
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// splitmix64: a tiny seeded PRNG, so a failing run can be repeated.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from `seed`.
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    /// Uniform in `lo..=hi`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.below(hi - lo + 1)
+    }
+
+    /// `true` with probability `percent`/100.
+    pub fn percent(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+
+    /// One element of `items`.
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len() as u64) as usize]
+    }
+
+    /// `n` random bytes.
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next_u64() as u8).collect()
+    }
+
+    /// A random version-4 UUID in canonical lowercase form.
+    pub fn uuid(&mut self) -> String {
+        let v = (u128::from(self.next_u64()) << 64 | u128::from(self.next_u64()))
+            & !(0xf << 76 | 0x3 << 62)
+            | (0x4 << 76 | 0x2 << 62);
+        uuid::Uuid::from_u128(v).hyphenated().to_string()
+    }
+}
+
+/// The seed for a randomised test: `EVENTSTORE_SEED` if set, else the
+/// clock. Printed (shown when the test fails) so the run can be repeated.
+pub fn test_seed(test: &str) -> u64 {
+    let seed = std::env::var("EVENTSTORE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+        });
+    eprintln!("{test}: seed {seed} (repeat with EVENTSTORE_SEED={seed})");
+    seed
+}
+
+/// Whether the heavier settings are asked for (`EVENTSTORE_SOAK=1`).
+pub fn soak() -> bool {
+    std::env::var("EVENTSTORE_SOAK").is_ok_and(|v| v == "1")
+}
+
+/// A node whose stdin a test drives from its own thread and which the test
+/// ends with SIGKILL ([`KillableNode::kill`]); a reader thread collects
+/// stdout meanwhile, so the node never blocks on a full pipe. Dropped
+/// without `kill` (a test that panicked), it is killed too.
+pub struct KillableNode {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: Option<thread::JoinHandle<Vec<u8>>>,
+    stderr: Option<thread::JoinHandle<Vec<u8>>>,
+}
+
+/// What a killed node had written.
+#[derive(Debug)]
+pub struct Killed {
+    /// Every complete (newline-terminated) reply line, parsed.
+    pub replies: Vec<Value>,
+    /// Bytes after the last newline: a reply cut off by the kill, which the
+    /// client never fully received (so it acknowledges nothing).
+    pub partial: String,
+    /// stderr (lossy UTF-8).
+    pub stderr: String,
+    /// The exit status (a signal, unless the node had already exited).
+    pub status: ExitStatus,
+}
+
+impl KillableNode {
+    /// Spawns the node with `args`.
+    pub fn start(args: &[&str]) -> KillableNode {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn eventstore");
+        let stdin = child.stdin.take();
+        let mut out = child.stdout.take().unwrap();
+        let stdout = thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = out.read_to_end(&mut buf);
+            buf
+        });
+        let mut err = child.stderr.take().unwrap();
+        let stderr = thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = err.read_to_end(&mut buf);
+            buf
+        });
+        KillableNode {
+            child,
+            stdin,
+            stdout: Some(stdout),
+            stderr: Some(stderr),
+        }
+    }
+
+    /// The node's stdin, for a writer thread (writes fail once it is killed).
+    pub fn take_stdin(&mut self) -> ChildStdin {
+        self.stdin.take().expect("stdin already taken")
+    }
+
+    /// Sends SIGKILL (`Child::kill`), reaps the node and returns what it wrote.
+    pub fn kill(mut self) -> Killed {
+        let _ = self.child.kill();
+        let status = self.child.wait().expect("wait for killed node");
+        drop(self.stdin.take());
+        let out = self.stdout.take().unwrap().join().unwrap();
+        let err = self.stderr.take().unwrap().join().unwrap();
+        let cut = out.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let text = String::from_utf8(out[..cut].to_vec()).expect("stdout is not UTF-8");
+        let replies = text
+            .lines()
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("reply is not JSON ({e}): {l:?}"))
+            })
+            .collect();
+        Killed {
+            replies,
+            partial: String::from_utf8_lossy(&out[cut..]).into_owned(),
+            stderr: String::from_utf8_lossy(&err).into_owned(),
+            status,
+        }
+    }
+}
+
+impl Drop for KillableNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads a node's whole log with `read_all` (in pages of 10,000): every
+/// event object in order, and the head the last page reported. Panics on
+/// any reply but `all_read`.
+pub fn read_whole_log(s: &mut Session) -> (Vec<Value>, u64) {
+    let mut events = Vec::new();
+    let mut msg_id = 900_000_000;
+    loop {
+        msg_id += 1;
+        let from = events.len() as u64 + 1;
+        let body = s.call(&req(json!({"type": "read_all", "msg_id": msg_id,
+                                      "from_sequence": from, "max_count": 10_000})));
+        assert_eq!(body["type"], "all_read", "read_all from {from}: {body}");
+        let page = body["events"].as_array().expect("events array").clone();
+        let head = body["head"].as_u64().expect("head");
+        let full = page.len() == 10_000;
+        events.extend(page);
+        if !full {
+            return (events, head);
+        }
+    }
+}
+
+/// A node's snapshot of `aggregate` as `(version, state)`, `None` on
+/// error 20 (no snapshot). Panics on any other reply.
+pub fn read_snapshot_of(s: &mut Session, aggregate: &str) -> Option<(u64, Value)> {
+    let body = s.call(&req(
+        json!({"type": "read_snapshot", "msg_id": 900_000_000u64,
+                                  "aggregate_id": aggregate}),
+    ));
+    match body["type"].as_str() {
+        Some("snapshot_read") => {
+            assert_eq!(body["aggregate_id"], aggregate, "{body}");
+            Some((
+                body["version"].as_u64().expect("version"),
+                body["state"].clone(),
+            ))
+        }
+        Some("error") if body["code"] == 20 => None,
+        _ => panic!("read_snapshot {aggregate:?}: unexpected reply {body}"),
+    }
+}
+
+/// The state fold of PROTOCOL.md over `data` values: a shallow merge of the
+/// objects into `{}`, non-objects ignored.
+pub fn fold<'a>(data: impl IntoIterator<Item = &'a Value>) -> Value {
+    let mut state = serde_json::Map::new();
+    for d in data {
+        if let Value::Object(m) = d {
+            for (k, v) in m {
+                state.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    Value::Object(state)
+}
+
+impl Session {
+    /// [`Session::start`], then waits for the node to answer a probe
+    /// (`read_all` of nothing): panics with its exit status and stderr if
+    /// it does not start serving (e.g. it refused a data dir).
+    pub fn start_serving(args: &[&str]) -> Session {
+        let mut s = Session::start(args);
+        let probe = format!(
+            "{}\n",
+            req(json!({"type": "read_all", "msg_id": 0, "max_count": 0}))
+        );
+        let stdin = s.stdin.as_mut().expect("stdin");
+        let sent = stdin
+            .write_all(probe.as_bytes())
+            .and_then(|()| stdin.flush());
+        if sent.is_err() || s.replies.recv_timeout(TIMEOUT).is_err() {
+            let (status, _, stderr) = s.finish();
+            panic!("eventstore {args:?} did not start serving: {status:?}\nstderr:\n{stderr}");
+        }
+        s
+    }
+}
+
+/// `EventStore::open`, retried for up to 2 s while the directory is
+/// "locked". A store dropped by this process can stay locked for a moment
+/// when another test thread is spawning a node: the child briefly holds a
+/// copy of the lock file's descriptor between fork and exec.
+pub fn open_store(
+    dir: &std::path::Path,
+    fsync: eventstore::FsyncPolicy,
+) -> Result<eventstore::EventStore, eventstore::OpenError> {
+    let start = Instant::now();
+    loop {
+        match eventstore::EventStore::open(dir, fsync) {
+            Err(eventstore::OpenError::Io(e))
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    && start.elapsed() < Duration::from_secs(2) =>
+            {
+                thread::sleep(Duration::from_millis(5));
+            }
+            other => return other,
+        }
+    }
+}
