@@ -15,13 +15,13 @@ fn main() {
     let n = lines.len() as f64;
 
     let t = Instant::now();
-    let messages: Vec<_> = lines.iter().map(|l| decode(l)).collect();
+    let mut messages: Vec<_> = lines.iter().map(|l| decode(l)).collect();
     let decode_s = t.elapsed().as_secs_f64();
 
     let store = Arc::new(EventStore::new());
     let mut core = Core::new(Arc::clone(&store));
     let t = Instant::now();
-    let outcomes: Vec<_> = messages.iter().map(|m| core.apply(m)).collect();
+    let outcomes: Vec<_> = messages.iter_mut().map(|m| core.apply(m)).collect();
     let apply_s = t.elapsed().as_secs_f64();
 
     let t = Instant::now();

@@ -74,9 +74,9 @@ pub struct Event {
 }
 
 /// The packed text of an event before it has a position (built outside the
-/// serial section of an append).
+/// serial section of an append, see `EventStore::prepare`).
 #[derive(Debug)]
-pub(crate) struct Payload {
+pub struct Payload {
     pub(crate) text: Box<str>,
     pub(crate) type_len: u32,
     pub(crate) data_len: u32,
@@ -169,6 +169,11 @@ impl Event {
     pub fn data(&self) -> &str {
         let start = self.type_len as usize;
         &self.payload[start..start + self.data_len as usize]
+    }
+
+    /// Whether `payload` holds exactly this event's type, data and metadata.
+    pub(crate) fn same_text(&self, payload: &Payload) -> bool {
+        *self.payload == *payload.text && self.type_len == payload.type_len && self.data_len == payload.data_len
     }
 
     /// The metadata JSON object text, if the writer gave one.

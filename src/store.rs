@@ -116,6 +116,25 @@ impl Positions {
     }
 }
 
+/// Events checked and packed for an append ([`EventStore::prepare`]).
+#[derive(Debug)]
+pub enum Prepared {
+    /// One event (no allocation beyond its text).
+    One(Payload),
+    /// A batch.
+    Many(Vec<Payload>),
+}
+
+impl Prepared {
+    /// The packed events.
+    pub fn as_slice(&self) -> &[Payload] {
+        match self {
+            Prepared::One(p) => std::slice::from_ref(p),
+            Prepared::Many(v) => v,
+        }
+    }
+}
+
 /// The result of a successful append.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Appended {
@@ -295,8 +314,30 @@ impl EventStore {
         expected: ExpectedVersion,
         events: &[NewEvent<'_>],
     ) -> Result<Appended, AppendError> {
+        let prepared = EventStore::prepare(aggregate_id, events)?;
+        self.append_prepared(aggregate_id, expected, prepared)
+    }
+
+    /// Checks an append's fields and packs its events, without touching any
+    /// store: the expensive, store-independent half of an append, which the
+    /// node runs on its parallel workers.
+    pub fn prepare(aggregate_id: &str, events: &[NewEvent<'_>]) -> Result<Prepared, InvalidAppend> {
         validate(aggregate_id, events)?;
-        let has_client_ids = events.iter().any(|e| e.id.is_some());
+        Ok(match events {
+            [one] => Prepared::One(Payload::pack(one)),
+            _ => Prepared::Many(events.iter().map(Payload::pack).collect()),
+        })
+    }
+
+    /// Appends prepared events (see [`EventStore::prepare`]); otherwise as
+    /// [`EventStore::append_deferred`].
+    pub fn append_prepared(
+        &self,
+        aggregate_id: &str,
+        expected: ExpectedVersion,
+        prepared: Prepared,
+    ) -> Result<Appended, AppendError> {
+        let has_client_ids = prepared.as_slice().iter().any(|p| p.id.is_some());
         // Fast path for stale appends to aggregates that do not exist: no
         // entry is created for a request that will be rejected.
         let aggregate = match self.find(aggregate_id) {
@@ -306,44 +347,28 @@ impl EventStore {
             }
             None => self.find_or_create(aggregate_id),
         };
-        // Packed before any lock is taken; a single event needs no Vec.
-        match events {
-            [one] => self.append_packed(
-                &aggregate,
-                expected,
-                events,
-                std::iter::once(Payload::pack(one)),
-            ),
-            _ => {
-                let packed: Vec<Payload> = events.iter().map(Payload::pack).collect();
-                self.append_packed(&aggregate, expected, events, packed.into_iter())
-            }
-        }
-    }
-
-    fn append_packed(
-        &self,
-        aggregate: &Arc<Aggregate>,
-        expected: ExpectedVersion,
-        events: &[NewEvent<'_>],
-        payloads: impl ExactSizeIterator<Item = Payload>,
-    ) -> Result<Appended, AppendError> {
-        let has_client_ids = events.iter().any(|e| e.id.is_some());
         let _gate = has_client_ids.then(|| self.id_gate.lock());
         let mut stream = aggregate.stream.lock();
-        if has_client_ids && let Some(done) = self.check_ids(aggregate, &stream, events)? {
+        if has_client_ids && let Some(done) = self.check_ids(&aggregate, &stream, prepared.as_slice())? {
             return Ok(done);
         }
         let current = stream.version();
         if !expected.matches(current) {
             return Err(concurrency(expected, current));
         }
-        let appended = self.commit(aggregate, &mut stream, payloads, Timestamp::now());
-        if has_client_ids {
-            for (seq, e) in appended.positions.iter().zip(events) {
-                if let Some(id) = e.id.filter(|&id| !self.ids.is_tagged(id)) {
-                    self.client_ids.insert(id, seq);
-                }
+        let ids: Vec<Option<EventId>> = if has_client_ids {
+            prepared.as_slice().iter().map(|p| p.id).collect()
+        } else {
+            Vec::new()
+        };
+        let now = Timestamp::now();
+        let appended = match prepared {
+            Prepared::One(p) => self.commit(&aggregate, &mut stream, std::iter::once(p), now),
+            Prepared::Many(v) => self.commit(&aggregate, &mut stream, v.into_iter(), now),
+        };
+        for (seq, id) in appended.positions.iter().zip(ids) {
+            if let Some(id) = id.filter(|&id| !self.ids.is_tagged(id)) {
+                self.client_ids.insert(id, seq);
             }
         }
         Ok(appended)
@@ -433,7 +458,7 @@ impl EventStore {
         &self,
         aggregate: &Arc<Aggregate>,
         stream: &Stream,
-        events: &[NewEvent<'_>],
+        events: &[Payload],
     ) -> Result<Option<Appended>, AppendError> {
         let field = |i: usize| move || id_field(events.len(), i);
         for (i, e) in events.iter().enumerate() {
@@ -463,7 +488,7 @@ impl EventStore {
         &self,
         stream: &Stream,
         first_version: Version,
-        events: &[NewEvent<'_>],
+        events: &[Payload],
     ) -> Result<Appended, AppendError> {
         let start = first_version.0 as usize - 1;
         let mut seqs = Vec::with_capacity(events.len());
@@ -591,14 +616,10 @@ pub struct AllSlice<'a> {
 
 /// Whether a stored event is the one a retried batch carries: the same id
 /// when the batch gives one, else the same type, data and metadata.
-fn same_event(new: &NewEvent<'_>, stored: &Event) -> bool {
+fn same_event(new: &Payload, stored: &Event) -> bool {
     match new.id {
         Some(id) => id == stored.id(),
-        None => {
-            new.event_type == stored.event_type()
-                && new.data.get() == stored.data()
-                && new.metadata.map(|m| m.get()) == stored.metadata()
-        }
+        None => stored.same_text(new),
     }
 }
 

@@ -144,8 +144,8 @@ fn run_serial(
         input,
         max,
         |batch| {
-            let messages = decode_batch(&batch, max);
-            let outcomes: Vec<_> = messages.iter().map(|m| core.apply(m)).collect();
+            let mut messages = decode_batch(&batch, max);
+            let outcomes: Vec<_> = messages.iter_mut().map(|m| core.apply(m)).collect();
             if let Err(e) = core.store().sync() {
                 failure = Some(storage_failed(e));
                 return false;
@@ -318,9 +318,9 @@ fn run_parallel(
             scope.spawn(move || {
                 for (index, batch) in rx {
                     let work = catch_unwind(AssertUnwindSafe(|| {
-                        let messages = decode_batch(&batch, max);
+                        let mut messages = decode_batch(&batch, max);
                         let (outcomes, position) = sequencer.in_turn(index, |core| {
-                            let outcomes: Vec<_> = messages.iter().map(|m| core.apply(m)).collect();
+                            let outcomes: Vec<_> = messages.iter_mut().map(|m| core.apply(m)).collect();
                             (outcomes, core.store().wal_position())
                         });
                         let mut out = Vec::with_capacity(batch.len());

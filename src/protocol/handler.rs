@@ -106,17 +106,17 @@ impl Core {
     /// with its newline) to `out`. Returns the stderr diagnostic of a line
     /// that gets no reply.
     pub fn handle(&mut self, line: &[u8], out: &mut Vec<u8>) -> Option<String> {
-        let message = decode(line);
-        let (source, outcome) = self.apply(&message);
+        let mut message = decode(line);
+        let (source, outcome) = self.apply(&mut message);
         encode(&self.store, &message, source, outcome, out)
     }
 
     /// Step 2: acts on the store in input order.
-    pub fn apply(&mut self, message: &Message<'_>) -> (ReplySource, Outcome) {
+    pub fn apply(&mut self, message: &mut Message<'_>) -> (ReplySource, Outcome) {
         let Message::Envelope(envelope) = message else {
             return (ReplySource::Default, Outcome::Silent);
         };
-        let outcome = match &envelope.request {
+        let outcome = match &mut envelope.request {
             Err(rejection) => Outcome::Error(rejection.clone()),
             Ok(request) => self.apply_request(request),
         };
@@ -130,30 +130,36 @@ impl Core {
         (source, outcome)
     }
 
-    fn apply_request(&mut self, request: &Request<'_>) -> Outcome {
+    fn apply_request(&mut self, request: &mut Request<'_>) -> Outcome {
         let store = &*self.store;
         match request {
             Request::Append {
                 aggregate_id,
                 expected,
-                events,
-            } => match store.append_deferred(aggregate_id, *expected, events.as_slice()) {
-                Ok(appended) => Outcome::Appended {
+                prepared,
+                batch,
+            } => match prepared.take().map(|p| store.append_prepared(aggregate_id, *expected, p)) {
+                Some(Ok(appended)) => Outcome::Appended {
                     appended,
-                    batch: events.is_batch(),
+                    batch: *batch,
                 },
-                Err(AppendError::Concurrency(e)) => Outcome::Concurrency(e),
-                Err(AppendError::IdConflict(e)) => Outcome::Error(Rejection {
+                // Applying one message twice is a bug in the caller.
+                None => Outcome::Error(Rejection {
+                    code: code::CRASH,
+                    text: "request applied twice".into(),
+                }),
+                Some(Err(AppendError::Concurrency(e))) => Outcome::Concurrency(e),
+                Some(Err(AppendError::IdConflict(e))) => Outcome::Error(Rejection {
                     code: code::PRECONDITION_FAILED,
                     text: e.to_string(),
                 }),
-                Err(AppendError::Invalid(e)) => Outcome::Error(Rejection {
+                Some(Err(AppendError::Invalid(e))) => Outcome::Error(Rejection {
                     code: code::MALFORMED_REQUEST,
                     text: e.to_string(),
                 }),
                 // A deferred append does no I/O: storage failures surface in
                 // the node's sync, which stops the node.
-                Err(AppendError::Storage(e)) => Outcome::Error(Rejection {
+                Some(Err(AppendError::Storage(e))) => Outcome::Error(Rejection {
                     code: code::CRASH,
                     text: e,
                 }),

@@ -13,6 +13,7 @@
 //! payloads `event_data` and `state`, where it is a value like any other.
 
 use crate::event::NewEvent;
+use crate::store::{EventStore, Prepared};
 use crate::time::Timestamp;
 use crate::types::{EventId, ExpectedVersion, SequenceNumber, Version};
 use serde::{Deserialize, Deserializer};
@@ -151,8 +152,11 @@ pub enum Request<'a> {
         aggregate_id: Cow<'a, str>,
         /// The expected version.
         expected: ExpectedVersion,
-        /// The events.
-        events: Events<'a>,
+        /// The events, checked and packed ([`EventStore::prepare`]) while
+        /// decoding, on the parallel workers; taken by the apply step.
+        prepared: Option<Prepared>,
+        /// Whether the request used the `events` array form.
+        batch: bool,
     },
     /// `create_snapshot`.
     CreateSnapshot {
@@ -566,10 +570,14 @@ fn append<'a>(b: &RawBody<'a>) -> Result<Request<'a>, Rejection> {
             Prefix::Single,
         )?),
     };
+    let expected = expected_version(b.version)?;
+    let prepared = EventStore::prepare(&aggregate_id, events.as_slice())
+        .map_err(|e| Rejection::malformed(&e.field, e.problem))?;
     Ok(Request::Append {
         aggregate_id,
-        expected: expected_version(b.version)?,
-        events,
+        expected,
+        prepared: Some(prepared),
+        batch: events.is_batch(),
     })
 }
 
@@ -668,18 +676,19 @@ mod tests {
         let Request::Append {
             aggregate_id,
             expected,
-            events,
+            prepared,
+            batch,
         } = r
         else {
             panic!()
         };
-        let batch = events.is_batch();
-        let events = events.as_slice();
+        let prepared = prepared.unwrap();
+        let events = prepared.as_slice();
         assert_eq!(aggregate_id, "user-123");
         assert_eq!(expected, ExpectedVersion::Exact(Version(0)));
         assert!(!batch);
-        assert_eq!(events[0].event_type, "UserCreated");
-        assert_eq!(events[0].data.get(), r#"{"name":"John"}"#);
+        assert_eq!(&*events[0].text, r#"UserCreated{"name":"John"}"#);
+        assert_eq!(events[0].type_len, 11);
     }
 
     #[test]
@@ -835,13 +844,12 @@ mod tests {
 
     #[test]
     fn null_payload_is_kept_and_null_option_is_absent() {
-        let Ok(Request::Append { events, .. }) = request(
+        let Ok(Request::Append { prepared, .. }) = request(
             r#"{"type":"append","aggregate_id":"a","event_type":"T","event_data":null,"metadata":null,"version":0}"#,
         ) else {
             panic!()
         };
-        let events = events.as_slice();
-        assert_eq!(events[0].data.get(), "null");
-        assert!(events[0].metadata.is_none());
+        let Some(Prepared::One(event)) = prepared else { panic!() };
+        assert_eq!(&*event.text, "Tnull");
     }
 }
