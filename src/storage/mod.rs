@@ -40,7 +40,7 @@ use std::fmt;
 use std::fs::{self, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
-pub use wal::{FsyncPolicy, Wal};
+pub use wal::{FsyncPolicy, Tail, Wal};
 
 /// Why a data directory could not be opened.
 #[derive(Debug)]
@@ -134,7 +134,7 @@ impl EventStore {
         let numbers = wal::segments(dir)?;
         let Some(&newest) = numbers.last() else {
             let ids = IdScheme::random();
-            let wal = Wal::start(dir, lock, ids, fsync, None)?;
+            let wal = Wal::start(dir, lock, ids, fsync, Tail::Create { number: 1 })?;
             return Ok(EventStore::with_id_scheme(ids).attach_wal(wal));
         };
         let mut store: Option<EventStore> = None;
@@ -157,12 +157,24 @@ impl EventStore {
                 newest_len = valid as u64;
             }
         }
-        let store = store.ok_or_else(|| OpenError::Corrupt {
-            file: wal::segment_path(dir, newest),
-            offset: 0,
-            problem: "no segment header".into(),
-        })?;
-        let wal = Wal::start(dir, lock, store.ids, fsync, Some((newest, newest_len)))?;
+        let tail = if newest_len == 0 {
+            // Not even the header of the newest segment was written: a
+            // crash while starting it (or the very first segment). Nothing
+            // in it was ever acknowledged; start it again.
+            fs::remove_file(wal::segment_path(dir, newest))?;
+            Tail::Create { number: newest }
+        } else {
+            Tail::Append {
+                number: newest,
+                bytes: newest_len,
+            }
+        };
+        let store = match store {
+            Some(store) => store,
+            // Only possible when the one segment there is had no header.
+            None => EventStore::with_id_scheme(IdScheme::random()),
+        };
+        let wal = Wal::start(dir, lock, store.ids, fsync, tail)?;
         Ok(store.attach_wal(wal))
     }
 
@@ -311,23 +323,25 @@ fn recover_segment(
     }
 }
 
-/// Whether a valid append frame starts anywhere after `at`: if so, the
-/// damage at `at` is not a torn final write. Candidates are filtered by
-/// their kind byte and by the sequence number they must carry before any
-/// checksum is computed, so the scan is cheap even over a large tail.
+/// Whether a valid record frame starts anywhere after `at`: if so, the
+/// damage at `at` is not a torn final write but damage in the middle, and
+/// cutting there would destroy acknowledged data. Candidates are filtered by
+/// their kind byte (and, for appends, the sequence number they must carry)
+/// before any checksum is computed, so the scan stays cheap.
 fn intact_frames_follow(data: &[u8], at: usize, store: Option<&EventStore>) -> bool {
     let next_seq = store.map_or(1, |s| s.head().0 + 1);
     let header = record::FRAME_HEADER_BYTES;
     (at + 1..data.len().saturating_sub(header + 9)).any(|p| {
-        let kind = data[p + header];
-        if kind != 1 {
-            return false;
-        }
-        let mut seq = [0u8; 8];
-        seq.copy_from_slice(&data[p + header + 1..p + header + 9]);
-        let seq = u64::from_le_bytes(seq);
-        seq >= next_seq
-            && seq - next_seq < (1 << 32)
-            && matches!(record::read_frame(data, p), Frame::Good { .. })
+        let plausible = match data[p + header] {
+            1 => {
+                let mut seq = [0u8; 8];
+                seq.copy_from_slice(&data[p + header + 1..p + header + 9]);
+                let seq = u64::from_le_bytes(seq);
+                seq >= next_seq && seq - next_seq < (1 << 32)
+            }
+            2 => true,
+            _ => false,
+        };
+        plausible && matches!(record::read_frame(data, p), Frame::Good { payload, .. } if record::parse(payload).is_ok())
     })
 }

@@ -38,6 +38,23 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// A segment is closed once it holds this many bytes.
 pub const SEGMENT_BYTES: u64 = 128 * 1024 * 1024;
 
+/// Where writing resumes when a log is opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tail {
+    /// Append to segment `number`, whose first `bytes` are whole records.
+    Append {
+        /// The segment.
+        number: u64,
+        /// Its valid length.
+        bytes: u64,
+    },
+    /// Create segment `number` (with its header).
+    Create {
+        /// The segment.
+        number: u64,
+    },
+}
+
 /// When to call `fdatasync`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum FsyncPolicy {
@@ -143,36 +160,24 @@ fn new_segment(dir: &Path, number: u64, ids: IdScheme) -> io::Result<(File, u64)
 }
 
 impl Wal {
-    /// Starts writing a directory: appending to segment `last` (of `bytes`
-    /// valid bytes, already cut to its last whole record), or creating the
-    /// first segment when `last` is `None`.
-    pub fn start(
-        dir: &Path,
-        lock: File,
-        ids: IdScheme,
-        fsync: FsyncPolicy,
-        last: Option<(u64, u64)>,
-    ) -> io::Result<Wal> {
-        let (file, number, bytes) = match last {
-            Some((number, bytes)) => {
-                let file = OpenOptions::new()
-                    .append(true)
-                    .open(segment_path(dir, number))?;
+    /// Starts writing a directory at `tail`: appending to an existing
+    /// segment (already cut to its last whole record) or creating one.
+    pub fn start(dir: &Path, lock: File, ids: IdScheme, fsync: FsyncPolicy, tail: Tail) -> io::Result<Wal> {
+        let (file, number, bytes) = match tail {
+            Tail::Append { number, bytes } => {
+                let file = OpenOptions::new().append(true).open(segment_path(dir, number))?;
                 (file, number, bytes)
             }
-            None => {
-                let (file, bytes) = new_segment(dir, 1, ids)?;
-                (file, 1, bytes)
+            Tail::Create { number } => {
+                let (file, bytes) = new_segment(dir, number, ids)?;
+                (file, number, bytes)
             }
         };
         Ok(Wal {
             dir: dir.to_owned(),
             ids,
             fsync,
-            pending: Mutex::new(Pending {
-                buf: Vec::new(),
-                end: 0,
-            }),
+            pending: Mutex::new(Pending { buf: Vec::new(), end: 0 }),
             writer: Mutex::new(Writer {
                 file,
                 number,

@@ -812,3 +812,14 @@ pub fn open_store(
         }
     }
 }
+
+impl Session {
+    /// Sends SIGKILL (`Child::kill`) to the node, reaps it and returns its
+    /// stderr. For request/response tests of "a reply means durable".
+    pub fn kill(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        drop(self.stdin.take());
+        self.stderr.take().unwrap().join().unwrap()
+    }
+}
