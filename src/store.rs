@@ -356,6 +356,9 @@ impl EventStore {
         if !expected.matches(current) {
             return Err(concurrency(expected, current));
         }
+        if !self.log.has_room(prepared.as_slice().len() as u64) {
+            return Err(InvalidAppend::new("events", "the store is full (2^38 events)").into());
+        }
         let ids: Vec<Option<EventId>> = if has_client_ids {
             prepared.as_slice().iter().map(|p| p.id).collect()
         } else {
