@@ -173,7 +173,9 @@ impl Event {
 
     /// Whether `payload` holds exactly this event's type, data and metadata.
     pub(crate) fn same_text(&self, payload: &Payload) -> bool {
-        *self.payload == *payload.text && self.type_len == payload.type_len && self.data_len == payload.data_len
+        *self.payload == *payload.text
+            && self.type_len == payload.type_len
+            && self.data_len == payload.data_len
     }
 
     /// The metadata JSON object text, if the writer gave one.

@@ -92,7 +92,7 @@ impl IdScheme {
         let high = ((top >> 16) << 12) | (top & 0xFFF);
         let y = (u128::from(high) << 62) | u128::from(bottom & MASK62);
         let x = self.unpermute(y);
-        ((x >> 62) as u64 == self.tag).then(|| SequenceNumber(x as u64 & MASK62))
+        ((x >> 62) as u64 == self.tag).then_some(SequenceNumber(x as u64 & MASK62))
     }
 
     /// Whether `id` has the form of an id this store generates.

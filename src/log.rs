@@ -184,7 +184,10 @@ impl Log {
             let stored = self.slot_or_init(seq).map(|slot| slot.set(event));
             // Write side of the publication invariant: each slot is written
             // exactly once, in ticket order (and exists: `has_room`).
-            debug_assert!(matches!(stored, Some(Ok(()))), "slot {seq} missing or written twice");
+            debug_assert!(
+                matches!(stored, Some(Ok(()))),
+                "slot {seq} missing or written twice"
+            );
             seq += 1;
         }
         debug_assert_eq!(seq, first + n, "iterator length lied");

@@ -349,7 +349,9 @@ impl EventStore {
         };
         let _gate = has_client_ids.then(|| self.id_gate.lock());
         let mut stream = aggregate.stream.lock();
-        if has_client_ids && let Some(done) = self.check_ids(&aggregate, &stream, prepared.as_slice())? {
+        if has_client_ids
+            && let Some(done) = self.check_ids(&aggregate, &stream, prepared.as_slice())?
+        {
             return Ok(done);
         }
         let current = stream.version();

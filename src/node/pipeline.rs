@@ -320,7 +320,8 @@ fn run_parallel(
                     let work = catch_unwind(AssertUnwindSafe(|| {
                         let mut messages = decode_batch(&batch, max);
                         let (outcomes, position) = sequencer.in_turn(index, |core| {
-                            let outcomes: Vec<_> = messages.iter_mut().map(|m| core.apply(m)).collect();
+                            let outcomes: Vec<_> =
+                                messages.iter_mut().map(|m| core.apply(m)).collect();
                             (outcomes, core.store().wal_position())
                         });
                         let mut out = Vec::with_capacity(batch.len());

@@ -138,7 +138,10 @@ impl Core {
                 expected,
                 prepared,
                 batch,
-            } => match prepared.take().map(|p| store.append_prepared(aggregate_id, *expected, p)) {
+            } => match prepared
+                .take()
+                .map(|p| store.append_prepared(aggregate_id, *expected, p))
+            {
                 Some(Ok(appended)) => Outcome::Appended {
                     appended,
                     batch: *batch,

@@ -5,7 +5,6 @@
 
 pub mod handler;
 pub mod request;
-pub mod scan;
 
 pub use handler::{Core, Outcome, ReplySource, encode};
 pub use request::{Message, Rejection, Request, decode};

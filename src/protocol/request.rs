@@ -849,7 +849,9 @@ mod tests {
         ) else {
             panic!()
         };
-        let Some(Prepared::One(event)) = prepared else { panic!() };
+        let Some(Prepared::One(event)) = prepared else {
+            panic!()
+        };
         assert_eq!(&*event.text, "Tnull");
     }
 }

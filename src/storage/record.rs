@@ -386,7 +386,7 @@ mod tests {
     #[test]
     fn every_truncation_is_detected_as_truncated() {
         let data = sample();
-        let (Frame::Good { next: first, .. }) = read_frame(&data, 0) else {
+        let Frame::Good { next: first, .. } = read_frame(&data, 0) else {
             panic!()
         };
         for cut in first + 1..data.len() {

@@ -162,10 +162,18 @@ fn new_segment(dir: &Path, number: u64, ids: IdScheme) -> io::Result<(File, u64)
 impl Wal {
     /// Starts writing a directory at `tail`: appending to an existing
     /// segment (already cut to its last whole record) or creating one.
-    pub fn start(dir: &Path, lock: File, ids: IdScheme, fsync: FsyncPolicy, tail: Tail) -> io::Result<Wal> {
+    pub fn start(
+        dir: &Path,
+        lock: File,
+        ids: IdScheme,
+        fsync: FsyncPolicy,
+        tail: Tail,
+    ) -> io::Result<Wal> {
         let (file, number, bytes) = match tail {
             Tail::Append { number, bytes } => {
-                let file = OpenOptions::new().append(true).open(segment_path(dir, number))?;
+                let file = OpenOptions::new()
+                    .append(true)
+                    .open(segment_path(dir, number))?;
                 (file, number, bytes)
             }
             Tail::Create { number } => {
@@ -177,7 +185,10 @@ impl Wal {
             dir: dir.to_owned(),
             ids,
             fsync,
-            pending: Mutex::new(Pending { buf: Vec::new(), end: 0 }),
+            pending: Mutex::new(Pending {
+                buf: Vec::new(),
+                end: 0,
+            }),
             writer: Mutex::new(Writer {
                 file,
                 number,
