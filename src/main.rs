@@ -19,8 +19,9 @@ end of input. The protocol is described in PROTOCOL.md and the README.
 
 Options:
   --workers N           worker threads decoding and encoding in parallel
-                        (default: the number of cores; 1 runs everything on
-                        one thread). Replies are the same for any N.
+                        (default: twice the number of cores; 1 runs
+                        everything on one thread). Replies are the same for
+                        any N.
   --max-line-bytes N    longest input line accepted, in bytes (default
                         16777216 = 16 MiB); a longer line is skipped without
                         being held in memory and gets no reply

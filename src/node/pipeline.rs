@@ -60,12 +60,19 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            workers: default_workers(),
             max_line_bytes: super::DEFAULT_MAX_LINE_BYTES,
             data_dir: None,
             fsync: crate::storage::FsyncPolicy::Always,
         }
     }
+}
+
+/// Twice the cores: a worker waiting for its turn to apply sleeps, and a
+/// second worker per core decodes or encodes meanwhile (measured on 2
+/// cores, 1M requests: 2 workers 1.62 s, 4 workers 1.00 s, 6 workers 1.02 s).
+pub fn default_workers() -> usize {
+    2 * std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Why the node stopped early.
