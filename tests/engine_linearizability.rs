@@ -258,13 +258,13 @@ fn check_history(history: &[Op], aggs: usize, final_head: u64) -> Result<Summary
         if agg >= aggs || tags.len() != seqs.len() {
             return Err(format!("malformed append {op:?}"));
         }
-        if let Some(v) = expected {
-            if *v != version[agg] {
-                return Err(format!(
-                    "exact append expecting version {v} succeeded but, in sequence order, aggregate {agg} was at {} (op {op:?})",
-                    version[agg]
-                ));
-            }
+        if let Some(v) = expected
+            && *v != version[agg]
+        {
+            return Err(format!(
+                "exact append expecting version {v} succeeded but, in sequence order, aggregate {agg} was at {} (op {op:?})",
+                version[agg]
+            ));
         }
         let want = version[agg] + seqs.len() as u64;
         if *new_version != want {
