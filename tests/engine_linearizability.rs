@@ -166,7 +166,9 @@ fn check_history(history: &[Op], aggs: usize, final_head: u64) -> Result<Summary
     }
 
     // The successful appends, in sequence order: the only possible order.
-    let mut appends: Vec<(&Op, &[u64], u64, usize, Option<u64>, &[String])> = history
+    // (op, sequence numbers, aggregate, event count, expected version, tags)
+    type AppendRow<'h> = (&'h Op, &'h [u64], u64, usize, Option<u64>, &'h [String]);
+    let mut appends: Vec<AppendRow<'_>> = history
         .iter()
         .filter_map(|op| match &op.call {
             Call::Append {
