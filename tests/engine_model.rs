@@ -270,15 +270,16 @@ impl Model {
             if e.event_type.is_empty() {
                 return Err(invalid(field(n, i, "event_type")));
             }
-            if let Some(m) = &e.metadata {
-                if !parse(m).is_object() {
-                    return Err(invalid(field(n, i, "metadata")));
-                }
+            if let Some(m) = &e.metadata
+                && !parse(m).is_object()
+            {
+                return Err(invalid(field(n, i, "metadata")));
             }
-            if let Some(id) = e.id {
-                if n > 1 && !seen.insert(id) {
-                    return Err(invalid(field(n, i, "event_id")));
-                }
+            if let Some(id) = e.id
+                && n > 1
+                && !seen.insert(id)
+            {
+                return Err(invalid(field(n, i, "event_id")));
             }
         }
         for (i, e) in events.iter().enumerate() {
@@ -300,13 +301,13 @@ impl Model {
             }
         }
         let current = self.version(agg);
-        if let ExpectedVersion::Exact(v) = expected {
-            if v.0 != current {
-                return Err(AppendError::Concurrency(ConcurrencyError {
-                    expected: v,
-                    current: Version(current),
-                }));
-            }
+        if let ExpectedVersion::Exact(v) = expected
+            && v.0 != current
+        {
+            return Err(AppendError::Concurrency(ConcurrencyError {
+                expected: v,
+                current: Version(current),
+            }));
         }
         Ok(Planned::Fresh {
             first: self.head() + 1,
