@@ -891,8 +891,8 @@ fn racing_retries_of_the_same_batch_append_once() {
         let winner = &results[fresh[0]][b];
         let seqs: Vec<SequenceNumber> = winner.positions.iter().collect();
         assert_eq!(seqs.len(), batch.ids.len());
-        for t in 0..THREADS {
-            let r = &results[t][b];
+        for (t, thread_results) in results.iter().enumerate() {
+            let r = &thread_results[b];
             assert_eq!(
                 r.positions.iter().collect::<Vec<_>>(),
                 seqs,
