@@ -899,7 +899,7 @@ const KEYS: [&str; 9] = [
 ];
 
 fn ws(rng: &mut Rng) -> &'static str {
-    *rng.pick(&["", "", "", " ", "\n "])
+    rng.pick(&["", "", "", " ", "\n "])
 }
 
 fn gen_scalar(rng: &mut Rng) -> String {
