@@ -899,7 +899,8 @@ const KEYS: [&str; 9] = [
 ];
 
 fn ws(rng: &mut Rng) -> &'static str {
-    rng.pick(&["", "", "", " ", "\n "])
+    const WHITESPACE: [&str; 5] = ["", "", "", " ", "\n "];
+    WHITESPACE[rng.below(WHITESPACE.len() as u64) as usize]
 }
 
 fn gen_scalar(rng: &mut Rng) -> String {
