@@ -125,15 +125,8 @@ impl SnapshotRecord {
         match &self.state {
             SnapshotState::Given(text) => text,
             SnapshotState::Folded(memo) => memo.get_or_init(|| {
-                let plan = FoldPlan {
-                    aggregate: None,
-                    snapshot: None,
-                    start: Version::INITIAL,
-                    end: self.version,
-                    until: None,
-                };
                 let mut fold = Fold::new();
-                let seqs = store.stream_slice(aggregate, Version(1), plan.end);
+                let seqs = store.stream_slice(aggregate, Version(1), self.version);
                 for event in seqs.into_iter().filter_map(|s| store.log.event(s)) {
                     fold.apply(event.data());
                 }
