@@ -17,7 +17,8 @@
 //! hash.rs       a fast keyed hasher for the maps
 //! event.rs      NewEvent (input) and Event (stored, raw JSON text packed)
 //! fold.rs       the state fold (shallow merge) on raw JSON text
-//! log.rs        the global log: AtomicU64 tickets, lock-free contiguous reads
+//! log.rs        the global log: fixed chunks of OnceLock slots, lock-free reads
+//!   ticket.rs     AtomicU64 tickets, ordered publication, sleeping waiters (loom-checked)
 //! store.rs      EventStore: aggregates in a DashMap, append, reads
 //! snapshot.rs   snapshots, replay, state-at-time (plans executed later)
 //! error.rs      error enums with protocol-ready messages
