@@ -166,7 +166,7 @@ fn check_history(history: &[Op], aggs: usize, final_head: u64) -> Result<Summary
     }
 
     // The successful appends, in sequence order: the only possible order.
-    // (op, sequence numbers, aggregate, event count, expected version, tags)
+    // (op, sequence numbers, version after, aggregate, expected version, tags)
     type AppendRow<'h> = (&'h Op, &'h [u64], u64, usize, Option<u64>, &'h [String]);
     let mut appends: Vec<AppendRow<'_>> = history
         .iter()

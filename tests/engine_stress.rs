@@ -8,15 +8,23 @@
 //! 4. nothing acknowledged is lost; a concurrency error only when the version
 //!    really moved.
 //!
-//! Eight writer threads hammer one, two or four hot aggregates with a mix of
-//! exact-version appends (re-read and retry on a concurrency error), `Any`
-//! appends and batches, with and without client-given ids, while one thread
-//! tails the global log and another tails every hot aggregate, checking each
-//! read as it comes. At the end every acknowledged event is looked up.
+//! `mixed_writers_*`: eight writer threads hammer one, two or four hot
+//! aggregates with a mix of exact-version appends (re-read and retry on a
+//! concurrency error), `Any` appends, batches of 2–10 and now and then a
+//! large one, with and without client-given ids, while one thread tails the
+//! global log and another tails every hot aggregate, checking each read as
+//! it comes. At the end every acknowledged event is looked up, and every
+//! concurrency error is checked against the version the writer had seen.
+//!
+//! `racing_*`: the same client-given ids submitted by several threads at
+//! once (released together by a spinning barrier), to one aggregate or to
+//! several: exactly one submission stores them, the others are recognised
+//! retries with the same positions, or id conflicts.
 //!
 //! Counts are small enough for a debug build on two cores; set
-//! `EVENTSTORE_SOAK=1` for a heavier run. A watchdog fails a test whose
-//! threads stop making progress (a lost ticket stalls every later writer).
+//! `EVENTSTORE_SOAK=1` for a heavier run. The tests take turns (each uses
+//! every core). A watchdog fails a test whose threads stop making progress
+//! (a lost ticket, or a writer left asleep, stalls every later writer).
 
 use eventstore::{
     AppendError, EventId, EventStore, ExpectedVersion, IdConflict, NewEvent, SequenceNumber,
@@ -24,7 +32,7 @@ use eventstore::{
 };
 use serde_json::value::RawValue;
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
@@ -93,13 +101,29 @@ impl Drop for Finished<'_> {
 /// when they are running (a `std::sync::Barrier` wakes them one by one,
 /// microseconds apart, wider than the races it is meant to provoke): a
 /// waiter spins for a short while, then blocks, so that more threads than
-/// cores (or a loaded machine) still make progress.
+/// cores (or a loaded machine) still make progress. A thread that panics
+/// while holding a [`SpinBarrier::join`] guard breaks the barrier, so that
+/// its peers fail at once instead of waiting for it for ever.
 struct SpinBarrier {
     n: usize,
     /// (arrived, generation)
     state: Mutex<(usize, usize)>,
     released: Condvar,
     generation: AtomicUsize,
+    broken: AtomicBool,
+}
+
+/// Breaks its barrier if dropped while its thread panics.
+struct BarrierMember<'a>(&'a SpinBarrier);
+
+impl Drop for BarrierMember<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.broken.store(true, Ordering::SeqCst);
+            let _state = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
+            self.0.released.notify_all();
+        }
+    }
 }
 
 impl SpinBarrier {
@@ -109,11 +133,22 @@ impl SpinBarrier {
             state: Mutex::new((0, 0)),
             released: Condvar::new(),
             generation: AtomicUsize::new(0),
+            broken: AtomicBool::new(false),
         }
     }
 
+    /// To be held by each thread that waits on the barrier.
+    fn join(&self) -> BarrierMember<'_> {
+        BarrierMember(self)
+    }
+
     fn wait(&self) {
-        let mut state = self.state.lock().unwrap();
+        let check = || {
+            if self.broken.load(Ordering::SeqCst) {
+                panic!("another thread of this test panicked");
+            }
+        };
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let generation = state.1;
         state.0 += 1;
         if state.0 == self.n {
@@ -125,10 +160,12 @@ impl SpinBarrier {
         drop(state);
         let spinning = Instant::now();
         while self.generation.load(Ordering::SeqCst) == generation {
+            check();
             if spinning.elapsed() > Duration::from_micros(50) {
-                let mut state = self.state.lock().unwrap();
+                let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
                 while state.1 == generation {
-                    state = self.released.wait(state).unwrap();
+                    check();
+                    state = self.released.wait(state).unwrap_or_else(|p| p.into_inner());
                 }
                 return;
             }
@@ -247,6 +284,7 @@ const WRITERS: usize = 8;
 fn writer(shared: &Shared, thread: u64, ops: usize, seed: u64) -> WriterLog {
     let _done = Finished(&shared.writers_done);
     // All writers start together.
+    let _member = shared.start.join();
     shared.start.wait();
     let store = &shared.store;
     let mut rng = Rng::new(seed ^ (thread << 40));
@@ -842,6 +880,7 @@ fn racing_retries_of_the_same_batch_append_once() {
                 .map(|t| {
                     let (store, batches, progress, barrier) = (&st, &bs, &pr, &barrier);
                     scope.spawn(move || {
+                        let _member = barrier.join();
                         let mut rng = Rng::new(t);
                         let mut out = Vec::with_capacity(batches.len());
                         for batch in batches.iter() {
@@ -976,6 +1015,7 @@ fn racing_client_ids_across_aggregates_are_stored_once() {
                 .map(|t| {
                     let (store, progress, barrier) = (&st, &pr, &barrier);
                     scope.spawn(move || {
+                        let _member = barrier.join();
                         let data = raw(format!(r#"{{"thread":{t}}}"#));
                         let aggregate = format!("x-{t}");
                         let mut out = Vec::new();

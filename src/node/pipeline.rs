@@ -13,7 +13,7 @@
 //! - **Workers** take batches from a bounded channel (backpressure: the
 //!   reader stops reading when all workers are busy and the queue is full).
 //!   Each decodes its whole batch in parallel with the others.
-//! - **Apply** ([`Sequencer`]) is the one serial step: a worker applies its
+//! - **Apply** (`Sequencer`) is the one serial step: a worker applies its
 //!   batch to the store only when every earlier batch has been applied, so
 //!   state changes take effect in input order and every reply equals what
 //!   one-at-a-time processing gives, whatever the worker count. Apply does
