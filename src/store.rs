@@ -8,7 +8,7 @@
 //!   A shard lock is held only to find or insert an entry, never across an
 //!   append, so appends to different aggregates of one shard do not wait on
 //!   each other.
-//! - `log`: the global log ([`crate::log`]): one `AtomicU64` hands out
+//! - `log`: the global log (`src/log.rs`): one `AtomicU64` hands out
 //!   sequence numbers, readers see a contiguous prefix without locks.
 //! - `client_ids`: the index of client-given event ids. Generated ids need
 //!   no index ([`crate::ids`]).

@@ -3,7 +3,7 @@
 //! Handling a line has three steps, split so the node can run two of them in
 //! parallel:
 //!
-//! 1. [`decode`](super::decode) (pure, parallel): bytes → [`Message`].
+//! 1. [`decode`] (pure, parallel): bytes → [`Message`].
 //! 2. [`Core::apply`] (serial, in input order): acts on the store and
 //!    returns an [`Outcome`]. Every state change and every observation that
 //!    depends on order happens here, and nothing else: reads capture an

@@ -4,7 +4,7 @@
 //! Decoding borrows from the line: strings without escapes, `event_data`,
 //! `metadata` and snapshot `state` are slices of the input (raw JSON text),
 //! never copied or parsed into a tree. The common case is one serde pass
-//! over the line into [`RawEnvelope`]; only if that fails does a second,
+//! over the line into `RawEnvelope`; only if that fails does a second,
 //! more lenient pass work out whether the line deserves an error reply (a
 //! usable envelope) or none (not a JSON object with a string `src` and an
 //! object `body`).
