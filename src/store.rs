@@ -701,3 +701,35 @@ fn validate(aggregate_id: &str, events: &[NewEvent<'_>]) -> Result<(), InvalidAp
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::value::RawValue;
+
+    fn commit_at(store: &EventStore, aggregate_id: &str, micros: i64) -> SequenceNumber {
+        let data = RawValue::from_string("{}".into()).unwrap();
+        let aggregate = store.find_or_create(aggregate_id);
+        let mut stream = aggregate.stream.lock();
+        let payload = Payload::pack(&NewEvent::new("T", &data));
+        let done = store.commit(
+            &aggregate,
+            &mut stream,
+            std::iter::once(payload),
+            Timestamp(micros),
+        );
+        done.positions.first()
+    }
+
+    #[test]
+    fn recorded_at_never_falls_even_when_the_clock_does() {
+        // The writer's clock reading is only a floor: an event is stamped
+        // max(now, previous recorded_at), whatever the order clocks were read.
+        let store = EventStore::new();
+        let first = commit_at(&store, "a", 1_000);
+        let second = commit_at(&store, "b", 500);
+        let third = commit_at(&store, "a", 2_000);
+        let at = |seq| store.event(seq).unwrap().recorded_at().0;
+        assert_eq!((at(first), at(second), at(third)), (1_000, 1_000, 2_000));
+    }
+}
