@@ -40,41 +40,11 @@ use std::time::{Duration, Instant};
 // ---------------------------------------------------------------------------
 // Helpers.
 
-/// splitmix64.
-struct Rng(u64);
+mod support;
+use support::{Rng, soak, whole_machine};
 
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed ^ 0x2545_f491_4f6c_dd1d)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
-
-/// Each of these tests starts more threads than a 2-core machine has cores;
-/// run side by side (the harness runs a file's tests in parallel) they would
-/// mostly wait for each other's time slices and race less. So they take
-/// turns.
-fn whole_machine() -> std::sync::MutexGuard<'static, ()> {
-    static MACHINE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    MACHINE
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn soak() -> bool {
-    std::env::var("EVENTSTORE_SOAK").is_ok_and(|v| !v.is_empty() && v != "0")
+fn seeded(seed: u64) -> Rng {
+    Rng::from_state(seed ^ 0x2545_f491_4f6c_dd1d)
 }
 
 // ---------------------------------------------------------------------------
@@ -551,7 +521,7 @@ fn record(cfg: &Config) -> (Vec<Op>, u64) {
             cfg.seed,
         );
         handles.push(std::thread::spawn(move || {
-            let mut rng = Rng::new(seed ^ ((t as u64 + 1) << 32));
+            let mut rng = seeded(seed ^ ((t as u64 + 1) << 32));
             let tick = || clock.fetch_add(1, Ordering::SeqCst) + 1;
             let index = |name: &str| names.iter().position(|n| n == name).unwrap_or(usize::MAX);
             let obs = |e: &eventstore::RecordedEvent<'_>| Obs {

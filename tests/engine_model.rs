@@ -29,29 +29,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 // ---------------------------------------------------------------------------
 // PRNG.
 
-/// splitmix64.
-struct Rng(u64);
+mod support;
+use support::Rng;
 
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0xd1b5_4a32_d192_ed03)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
-    }
+fn seeded(seed: u64) -> Rng {
+    Rng::from_state(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0xd1b5_4a32_d192_ed03)
 }
 
 // ---------------------------------------------------------------------------
@@ -1391,7 +1373,7 @@ impl Gen {
 
 fn run_seed(seed: u64, ops: usize, stats: &mut Stats) -> Result<(), String> {
     let mut generator = Gen {
-        rng: Rng::new(seed),
+        rng: seeded(seed),
         issued: Vec::new(),
     };
     let scheme = IdScheme::from_parts(

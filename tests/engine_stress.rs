@@ -39,45 +39,11 @@ use std::time::{Duration, Instant};
 // ---------------------------------------------------------------------------
 // Small helpers: PRNG, soak scaling, watchdog.
 
-/// splitmix64: tiny, seedable, good enough for choosing operations.
-struct Rng(u64);
+mod support;
+use support::{Rng, scaled, whole_machine};
 
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed ^ 0x5851_f42d_4c95_7f2d)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
-
-/// Each of these tests starts more threads than a 2-core machine has cores;
-/// run side by side (the harness runs a file's tests in parallel) they would
-/// mostly wait for each other's time slices and race less. So they take
-/// turns.
-fn whole_machine() -> std::sync::MutexGuard<'static, ()> {
-    static MACHINE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    MACHINE
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn soak() -> bool {
-    std::env::var("EVENTSTORE_SOAK").is_ok_and(|v| !v.is_empty() && v != "0")
-}
-
-fn scaled(normal: usize, heavy: usize) -> usize {
-    if soak() { heavy } else { normal }
+fn seeded(seed: u64) -> Rng {
+    Rng::from_state(seed ^ 0x5851_f42d_4c95_7f2d)
 }
 
 /// A client-given id, unique per (thread, counter), shaped like a v4 UUID.
@@ -287,7 +253,7 @@ fn writer(shared: &Shared, thread: u64, ops: usize, seed: u64) -> WriterLog {
     let _member = shared.start.join();
     shared.start.wait();
     let store = &shared.store;
-    let mut rng = Rng::new(seed ^ (thread << 40));
+    let mut rng = seeded(seed ^ (thread << 40));
     let mut log = WriterLog::default();
     // This thread's (possibly stale) idea of each aggregate's version.
     let mut cached = vec![0u64; shared.aggregates.len()];
@@ -480,7 +446,7 @@ fn writer(shared: &Shared, thread: u64, ops: usize, seed: u64) -> WriterLog {
 /// checking each read. Returns what it saw, by sequence number - 1.
 fn log_tailer(shared: &Shared, seed: u64) -> Vec<Seen> {
     let store = &shared.store;
-    let mut rng = Rng::new(seed ^ 0x7a11);
+    let mut rng = seeded(seed ^ 0x7a11);
     let mut seen: Vec<Seen> = Vec::new();
     let mut ids = HashSet::new();
     let mut versions: HashMap<String, u64> = HashMap::new();
@@ -585,7 +551,7 @@ fn log_tailer(shared: &Shared, seed: u64) -> Vec<Seen> {
 /// Tails every hot aggregate with `read_stream`.
 fn stream_tailer(shared: &Shared, seed: u64) {
     let store = &shared.store;
-    let mut rng = Rng::new(seed ^ 0x57ea);
+    let mut rng = seeded(seed ^ 0x57ea);
     let k = shared.aggregates.len();
     let mut versions = vec![0u64; k];
     let mut last_seq = vec![0u64; k];
@@ -844,7 +810,7 @@ fn racing_retries_of_the_same_batch_append_once() {
     let _machine = whole_machine();
     const THREADS: usize = 8;
     let batches = scaled(1_000, 10_000);
-    let mut rng = Rng::new(0xba7c4);
+    let mut rng = seeded(0xba7c4);
     let aggregates = ["r-0", "r-1", "r-2"];
     let batches: Arc<Vec<Batch>> = Arc::new(
         (0..batches as u64)
@@ -881,7 +847,7 @@ fn racing_retries_of_the_same_batch_append_once() {
                     let (store, batches, progress, barrier) = (&st, &bs, &pr, &barrier);
                     scope.spawn(move || {
                         let _member = barrier.join();
-                        let mut rng = Rng::new(t);
+                        let mut rng = seeded(t);
                         let mut out = Vec::with_capacity(batches.len());
                         for batch in batches.iter() {
                             let events = batch.events();
