@@ -12,7 +12,7 @@
 use crate::json;
 use crate::store::Aggregate;
 use crate::time::Timestamp;
-use crate::types::{EventId, SequenceNumber, Version};
+use crate::types::{EventId, JsonText, SequenceNumber, Version};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -24,9 +24,9 @@ pub struct NewEvent<'a> {
     /// the request when it had no escapes).
     pub event_type: Cow<'a, str>,
     /// The event's payload: any JSON.
-    pub data: &'a RawValue,
+    pub data: JsonText<'a>,
     /// Optional metadata: must be a JSON object.
-    pub metadata: Option<&'a RawValue>,
+    pub metadata: Option<JsonText<'a>>,
     /// A client-chosen id (for idempotent retries); generated when `None`.
     pub id: Option<EventId>,
 }
@@ -36,7 +36,7 @@ impl<'a> NewEvent<'a> {
     pub fn new(event_type: &'a str, data: &'a RawValue) -> NewEvent<'a> {
         NewEvent {
             event_type: Cow::Borrowed(event_type),
-            data,
+            data: data.into(),
             metadata: None,
             id: None,
         }
@@ -53,7 +53,7 @@ impl<'a> NewEvent<'a> {
     /// The same event with metadata (a JSON object).
     pub fn with_metadata(self, metadata: &'a RawValue) -> NewEvent<'a> {
         NewEvent {
-            metadata: Some(metadata),
+            metadata: Some(metadata.into()),
             ..self
         }
     }
@@ -102,7 +102,7 @@ impl Payload {
     /// in `u32` (see `store::validate`).
     pub(crate) fn pack(e: &NewEvent<'_>) -> Payload {
         let data = e.data.get();
-        let meta = e.metadata.map_or("", RawValue::get);
+        let meta = e.metadata.map_or("", JsonText::get);
         let mut text = String::with_capacity(e.event_type.len() + data.len() + meta.len());
         text.push_str(&e.event_type);
         text.push_str(data);

@@ -15,6 +15,7 @@
 //! ids.rs        generated event ids: a keyed permutation of the sequence number
 //! json.rs       allocation-free JSON writing helpers
 //! hash.rs       a fast keyed hasher for the maps
+//! swar.rs       word-at-a-time byte search (newlines, JSON string ends)
 //! event.rs      NewEvent (input) and Event (stored, raw JSON text packed)
 //! fold.rs       the state fold (shallow merge) on raw JSON text
 //! log.rs        the global log: fixed chunks of OnceLock slots, lock-free reads
@@ -28,6 +29,7 @@
 //!   wal.rs        pending buffer, segments, fdatasync, the directory lock
 //!   mod.rs        feeding the log from appends; recovery on open
 //! protocol/     the sans-IO core: decode a line, apply it, encode the reply
+//!   scan.rs       validating zero-copy JSON scanner (the decode fast path)
 //!   request.rs    line → Request (borrowed, every field checked)
 //!   handler.rs    Request → Outcome (serial, on the store) → reply bytes
 //! node/         plumbing: threads and pipes around the protocol core
@@ -73,6 +75,7 @@ pub mod protocol;
 pub mod snapshot;
 pub mod storage;
 pub mod store;
+pub(crate) mod swar;
 pub mod time;
 pub mod types;
 
@@ -82,4 +85,4 @@ pub use snapshot::{FoldPlan, Replay, Snapshot};
 pub use storage::{FsyncPolicy, OpenError};
 pub use store::{AllSlice, Appended, EventStore, Positions, StreamSlice};
 pub use time::Timestamp;
-pub use types::{EventId, ExpectedVersion, SequenceNumber, Version};
+pub use types::{EventId, ExpectedVersion, JsonText, SequenceNumber, Version};

@@ -21,7 +21,7 @@ use crate::error::{AppendError, ConcurrencyError};
 use crate::fold::Fold;
 use crate::store::{Aggregate, EventStore};
 use crate::time::Timestamp;
-use crate::types::{SequenceNumber, Version};
+use crate::types::{JsonText, SequenceNumber, Version};
 use serde_json::value::RawValue;
 use std::sync::{Arc, OnceLock};
 
@@ -151,7 +151,8 @@ impl EventStore {
         expected: Option<Version>,
         state: Option<&RawValue>,
     ) -> Result<Version, AppendError> {
-        let version = self.create_snapshot_deferred(aggregate_id, expected, state)?;
+        let version =
+            self.create_snapshot_deferred(aggregate_id, expected, state.map(JsonText::from))?;
         self.sync()?;
         Ok(version)
     }
@@ -162,7 +163,7 @@ impl EventStore {
         &self,
         aggregate_id: &str,
         expected: Option<Version>,
-        state: Option<&RawValue>,
+        state: Option<JsonText<'_>>,
     ) -> Result<Version, ConcurrencyError> {
         let aggregate = match self.find(aggregate_id) {
             Some(a) => a,

@@ -71,6 +71,59 @@ impl ExpectedVersion {
     }
 }
 
+/// One JSON value as text, known to be valid JSON (no surrounding
+/// whitespace): an event's data or metadata, a snapshot's state. Stored and
+/// written back byte for byte, never parsed into a tree.
+///
+/// Made from a `serde_json` [`RawValue`](serde_json::value::RawValue)
+/// (which serde has validated), by [`JsonText::parse`], or, inside the
+/// crate, by the request scanner, which validates what it hands out.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct JsonText<'a>(&'a str);
+
+impl<'a> JsonText<'a> {
+    /// Checks that `text` is one JSON value (surrounding whitespace is
+    /// allowed and left out).
+    pub fn parse(text: &'a str) -> Result<JsonText<'a>, serde_json::Error> {
+        serde_json::from_str::<&serde_json::value::RawValue>(text).map(JsonText::from)
+    }
+
+    /// Text the caller has validated as one JSON value.
+    pub(crate) fn trusted(text: &'a str) -> JsonText<'a> {
+        debug_assert!(
+            serde_json::from_str::<&serde_json::value::RawValue>(text)
+                .is_ok_and(|r| r.get() == text),
+            "not one JSON value: {text:?}"
+        );
+        JsonText(text)
+    }
+
+    /// The JSON text.
+    pub fn get(self) -> &'a str {
+        self.0
+    }
+}
+
+impl<'a> From<&'a serde_json::value::RawValue> for JsonText<'a> {
+    fn from(raw: &'a serde_json::value::RawValue) -> JsonText<'a> {
+        JsonText(raw.get())
+    }
+}
+
+impl fmt::Debug for JsonText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+/// Deserialises through serde_json's `RawValue`: works with serde_json's
+/// deserializers only.
+impl<'de: 'a, 'a> serde::Deserialize<'de> for JsonText<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <&'a serde_json::value::RawValue>::deserialize(d).map(JsonText::from)
+    }
+}
+
 /// A UUID identifying one event, unique in the whole store.
 ///
 /// Stored as its 16 bytes (alignment 1, so it packs tightly inside `Event`);

@@ -47,7 +47,7 @@ pub fn read_batches(
         }
         let mut data = &chunk[..n];
         if let Some(dropped) = skipping {
-            match data.iter().position(|&b| b == b'\n') {
+            match crate::swar::find(data, b'\n') {
                 Some(p) => {
                     skipped(dropped + p);
                     skipping = None;
@@ -98,7 +98,7 @@ impl<'a> Iterator for Lines<'a> {
         if self.rest.is_empty() {
             return None;
         }
-        let (line, rest) = match self.rest.iter().position(|&b| b == b'\n') {
+        let (line, rest) = match crate::swar::find(self.rest, b'\n') {
             Some(p) => (&self.rest[..p], &self.rest[p + 1..]),
             None => (self.rest, &[][..]),
         };

@@ -16,7 +16,8 @@
 //!
 //! [`Core::handle`] runs all three on one line, for tests and `--workers 1`.
 
-use super::request::{Envelope, Message, Rejection, Request, code, decode};
+use super::envelope::decode;
+use super::request::{Envelope, Message, Rejection, Request, code};
 use crate::error::{AppendError, ConcurrencyError};
 use crate::json;
 use crate::snapshot::{FoldPlan, SnapshotRecord};

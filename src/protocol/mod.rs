@@ -3,8 +3,11 @@
 //! [`handler`] for how the three steps are split between serial and
 //! parallel work.
 
+pub mod envelope;
 pub mod handler;
 pub mod request;
+pub(crate) mod scan;
 
+pub use envelope::decode;
 pub use handler::{Core, Outcome, ReplySource, encode};
-pub use request::{Message, Rejection, Request, decode};
+pub use request::{Message, Rejection, Request};

@@ -12,12 +12,11 @@
 //! `null` counts as "not given" for every optional field except the JSON
 //! payloads `event_data` and `state`, where it is a value like any other.
 
+use super::envelope::{Payload, RawBody, RawEvent, elements};
 use crate::event::NewEvent;
 use crate::store::{EventStore, Prepared};
 use crate::time::Timestamp;
-use crate::types::{EventId, ExpectedVersion, SequenceNumber, Version};
-use serde::{Deserialize, Deserializer};
-use serde_json::value::RawValue;
+use crate::types::{EventId, ExpectedVersion, JsonText, SequenceNumber, Version};
 use std::borrow::Cow;
 
 /// Most events one batch append may carry.
@@ -39,84 +38,6 @@ pub mod code {
     pub const KEY_DOES_NOT_EXIST: u64 = 20;
     /// A precondition (event-id uniqueness) failed.
     pub const PRECONDITION_FAILED: u64 = 22;
-}
-
-/// A JSON value in a field, kept as raw text. Unlike `Option<&RawValue>`,
-/// a `null` is kept as the text `null` (absent fields default to `None`).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Payload<'a>(pub Option<&'a RawValue>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Payload<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        <&'a RawValue>::deserialize(d).map(|r| Payload(Some(r)))
-    }
-}
-
-/// The body's fields, each still raw: checked one by one afterwards, so
-/// that an error can name the field.
-#[derive(Deserialize, Default)]
-pub struct RawBody<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: Option<&'a RawValue>,
-    #[serde(borrow)]
-    msg_id: Option<&'a RawValue>,
-    #[serde(borrow)]
-    aggregate_id: Option<&'a RawValue>,
-    #[serde(borrow)]
-    event_type: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    event_data: Payload<'a>,
-    #[serde(borrow)]
-    metadata: Option<&'a RawValue>,
-    #[serde(borrow)]
-    event_id: Option<&'a RawValue>,
-    #[serde(borrow)]
-    events: Option<&'a RawValue>,
-    #[serde(borrow)]
-    version: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    state: Payload<'a>,
-    #[serde(borrow)]
-    use_snapshot: Option<&'a RawValue>,
-    #[serde(borrow)]
-    timestamp: Option<&'a RawValue>,
-    #[serde(borrow)]
-    from_version: Option<&'a RawValue>,
-    #[serde(borrow)]
-    from_sequence: Option<&'a RawValue>,
-    #[serde(borrow)]
-    max_count: Option<&'a RawValue>,
-    #[serde(borrow)]
-    node_id: Option<&'a RawValue>,
-    #[serde(borrow)]
-    node_ids: Option<&'a RawValue>,
-}
-
-#[derive(Deserialize)]
-struct RawEnvelope<'a> {
-    #[serde(borrow)]
-    src: Option<&'a RawValue>,
-    #[serde(borrow)]
-    dest: Option<&'a RawValue>,
-    #[serde(borrow)]
-    body: Option<RawBody<'a>>,
-}
-
-/// The lenient envelope of the second pass: the body only as raw text.
-#[derive(Deserialize)]
-struct LooseEnvelope<'a> {
-    #[serde(borrow)]
-    src: Option<&'a RawValue>,
-    #[serde(borrow)]
-    dest: Option<&'a RawValue>,
-    #[serde(borrow)]
-    body: Option<&'a RawValue>,
-}
-
-#[derive(Deserialize)]
-struct LooseBody<'a> {
-    #[serde(borrow)]
-    msg_id: Option<&'a RawValue>,
 }
 
 /// The events of an append: one (the single form, no allocation) or many.
@@ -165,7 +86,7 @@ pub enum Request<'a> {
         /// The expected version, if given.
         expected: Option<Version>,
         /// The given state, if any.
-        state: Option<&'a RawValue>,
+        state: Option<JsonText<'a>>,
     },
     /// `read_snapshot`.
     ReadSnapshot {
@@ -186,7 +107,7 @@ pub enum Request<'a> {
         /// The instant asked for.
         at: Timestamp,
         /// The timestamp exactly as given (echoed in the reply).
-        timestamp: &'a RawValue,
+        timestamp: JsonText<'a>,
     },
     /// `read_stream`.
     ReadStream {
@@ -221,7 +142,7 @@ pub struct Rejection {
 }
 
 impl Rejection {
-    fn malformed(field: &str, problem: impl std::fmt::Display) -> Rejection {
+    pub(crate) fn malformed(field: &str, problem: impl std::fmt::Display) -> Rejection {
         let problem = problem.to_string();
         // Helpers called with an empty field name leave the text bare, for
         // the caller to prefix (see `event_spec`).
@@ -251,87 +172,25 @@ pub enum Message<'a> {
 #[derive(Debug)]
 pub struct Envelope<'a> {
     /// The sender, as raw JSON string text (the reply's `dest`).
-    pub src: &'a RawValue,
+    pub src: JsonText<'a>,
     /// The addressee, as raw JSON string text, if a string was given.
-    pub dest: Option<&'a RawValue>,
+    pub dest: Option<JsonText<'a>>,
     /// The request's `msg_id`, if it was a valid one.
     pub msg_id: Option<u64>,
     /// The request, or the error to reply with.
     pub request: Result<Request<'a>, Rejection>,
 }
 
-/// Decodes one line (without its newline).
-pub fn decode(line: &[u8]) -> Message<'_> {
-    // Validate UTF-8 once for the whole line (SIMD-fast), then parse as
-    // `str`: serde_json then skips re-validating every raw value it borrows.
-    let Ok(line) = std::str::from_utf8(line) else {
-        return Message::Unanswerable("line ignored: not valid UTF-8".to_owned());
-    };
-    match serde_json::from_str::<RawEnvelope<'_>>(line) {
-        Ok(RawEnvelope { src, dest, body }) => {
-            let (Some(src), Some(body)) = (src.filter(|s| is_string(s)), body) else {
-                return Message::Unanswerable(missing_envelope(src.is_some()));
-            };
-            let dest = dest.filter(|d| is_string(d));
-            let (msg_id, request) = match msg_id(body.msg_id) {
-                Ok(id) => (id, decode_body(&body)),
-                Err(e) => (None, Err(e)),
-            };
-            Message::Envelope(Envelope {
-                src,
-                dest,
-                msg_id,
-                request,
-            })
-        }
-        Err(strict) => decode_loose(line, strict),
-    }
-}
-
-fn missing_envelope(has_src: bool) -> String {
-    if has_src {
-        "line ignored: the envelope needs a string \"src\" and an object \"body\"".to_owned()
-    } else {
-        "line ignored: the envelope needs a string \"src\"".to_owned()
-    }
-}
-
-/// Second pass after the strict one failed: is the envelope usable?
-fn decode_loose(line: &str, strict: serde_json::Error) -> Message<'_> {
-    let Ok(loose) = serde_json::from_str::<LooseEnvelope<'_>>(line) else {
-        return Message::Unanswerable(format!("line ignored: not a JSON object: {strict}"));
-    };
-    let (Some(src), Some(body)) = (loose.src.filter(|s| is_string(s)), loose.body) else {
-        return Message::Unanswerable(missing_envelope(loose.src.is_some()));
-    };
-    if !body.get().starts_with('{') {
-        return Message::Unanswerable(missing_envelope(true));
-    }
-    let msg_id = serde_json::from_str::<LooseBody<'_>>(body.get())
-        .ok()
-        .and_then(|b| msg_id(b.msg_id).ok().flatten());
-    Message::Envelope(Envelope {
-        src,
-        dest: loose.dest.filter(|d| is_string(d)),
-        msg_id,
-        request: Err(Rejection::malformed("body", strict)),
-    })
-}
-
-fn is_string(raw: &RawValue) -> bool {
-    raw.get().starts_with('"')
-}
-
-fn msg_id(raw: Option<&RawValue>) -> Result<Option<u64>, Rejection> {
+pub(crate) fn msg_id(raw: Option<JsonText<'_>>) -> Result<Option<u64>, Rejection> {
     raw.map(|r| uint(r, "msg_id")).transpose()
 }
 
-fn required<'a>(raw: Option<&'a RawValue>, field: &str) -> Result<&'a RawValue, Rejection> {
+fn required<'a>(raw: Option<JsonText<'a>>, field: &str) -> Result<JsonText<'a>, Rejection> {
     raw.ok_or_else(|| Rejection::malformed(field, "missing"))
 }
 
 /// A JSON string field, borrowed when it has no escapes.
-fn string<'a>(raw: &'a RawValue, field: &str) -> Result<Cow<'a, str>, Rejection> {
+fn string<'a>(raw: JsonText<'a>, field: &str) -> Result<Cow<'a, str>, Rejection> {
     let text = raw.get();
     if !text.starts_with('"') {
         return Err(Rejection::malformed(
@@ -347,7 +206,7 @@ fn string<'a>(raw: &'a RawValue, field: &str) -> Result<Cow<'a, str>, Rejection>
         .map_err(|e| Rejection::malformed(field, e))
 }
 
-fn non_empty_string<'a>(raw: Option<&'a RawValue>, field: &str) -> Result<Cow<'a, str>, Rejection> {
+fn non_empty_string<'a>(raw: Option<JsonText<'a>>, field: &str) -> Result<Cow<'a, str>, Rejection> {
     let s = string(required(raw, field)?, field)?;
     if s.is_empty() {
         return Err(Rejection::malformed(field, "must be a non-empty string"));
@@ -356,7 +215,7 @@ fn non_empty_string<'a>(raw: Option<&'a RawValue>, field: &str) -> Result<Cow<'a
 }
 
 /// A JSON integer ≥ 0 that fits in a `u64`.
-fn uint(raw: &RawValue, field: &str) -> Result<u64, Rejection> {
+fn uint(raw: JsonText<'_>, field: &str) -> Result<u64, Rejection> {
     let text = raw.get();
     if text.bytes().all(|b| b.is_ascii_digit()) {
         return text.parse::<u64>().map_err(|_| {
@@ -376,11 +235,11 @@ fn uint(raw: &RawValue, field: &str) -> Result<u64, Rejection> {
     Err(Rejection::malformed(field, problem))
 }
 
-fn optional_uint(raw: Option<&RawValue>, field: &str) -> Result<Option<u64>, Rejection> {
+fn optional_uint(raw: Option<JsonText<'_>>, field: &str) -> Result<Option<u64>, Rejection> {
     raw.map(|r| uint(r, field)).transpose()
 }
 
-fn max_count(raw: Option<&RawValue>) -> Result<u64, Rejection> {
+fn max_count(raw: Option<JsonText<'_>>) -> Result<u64, Rejection> {
     Ok(optional_uint(raw, "max_count")?
         .unwrap_or(DEFAULT_MAX_COUNT)
         .min(MAX_MAX_COUNT))
@@ -398,7 +257,7 @@ fn kind(text: &str) -> &'static str {
     }
 }
 
-fn expected_version(raw: Option<&RawValue>) -> Result<ExpectedVersion, Rejection> {
+fn expected_version(raw: Option<JsonText<'_>>) -> Result<ExpectedVersion, Rejection> {
     let raw = required(raw, "version")?;
     if raw.get() == "\"any\"" {
         return Ok(ExpectedVersion::Any);
@@ -412,7 +271,7 @@ fn expected_version(raw: Option<&RawValue>) -> Result<ExpectedVersion, Rejection
     uint(raw, "version").map(|v| ExpectedVersion::Exact(Version(v)))
 }
 
-fn event_id(raw: Option<&RawValue>, field: &str) -> Result<Option<EventId>, Rejection> {
+fn event_id(raw: Option<JsonText<'_>>, field: &str) -> Result<Option<EventId>, Rejection> {
     let Some(raw) = raw else { return Ok(None) };
     let text = string(raw, field)?;
     EventId::parse(&text)
@@ -420,7 +279,7 @@ fn event_id(raw: Option<&RawValue>, field: &str) -> Result<Option<EventId>, Reje
         .ok_or_else(|| Rejection::malformed(field, format!("{text:?} is not a UUID")))
 }
 
-fn metadata<'a>(raw: Option<&'a RawValue>, field: &str) -> Result<Option<&'a RawValue>, Rejection> {
+fn metadata<'a>(raw: Option<JsonText<'a>>, field: &str) -> Result<Option<JsonText<'a>>, Rejection> {
     match raw {
         Some(r) if !r.get().starts_with('{') => Err(Rejection::malformed(
             field,
@@ -431,23 +290,8 @@ fn metadata<'a>(raw: Option<&'a RawValue>, field: &str) -> Result<Option<&'a Raw
 }
 
 /// `{}`, the default `event_data`.
-fn empty_object() -> &'static RawValue {
-    // A literal that is valid JSON: deserialising it cannot fail.
-    static EMPTY: std::sync::OnceLock<Box<RawValue>> = std::sync::OnceLock::new();
-    EMPTY.get_or_init(|| RawValue::from_string("{}".to_owned()).unwrap_or_default())
-}
-
-/// One element of an `events` array.
-#[derive(Deserialize)]
-struct RawEvent<'a> {
-    #[serde(borrow)]
-    event_type: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    event_data: Payload<'a>,
-    #[serde(borrow)]
-    metadata: Option<&'a RawValue>,
-    #[serde(borrow)]
-    event_id: Option<&'a RawValue>,
+fn empty_object() -> JsonText<'static> {
+    JsonText::trusted("{}")
 }
 
 /// Field names of one event: bare for the single form, `events[i].` for a
@@ -468,10 +312,10 @@ impl Prefix {
 }
 
 fn event_spec<'a>(
-    event_type: Option<&'a RawValue>,
+    event_type: Option<JsonText<'a>>,
     data: Payload<'a>,
-    meta: Option<&'a RawValue>,
-    id: Option<&'a RawValue>,
+    meta: Option<JsonText<'a>>,
+    id: Option<JsonText<'a>>,
     prefix: Prefix,
 ) -> Result<NewEvent<'a>, Rejection> {
     let with_field =
@@ -487,15 +331,14 @@ fn event_spec<'a>(
     })
 }
 
-fn batch<'a>(raw: &'a RawValue) -> Result<Vec<NewEvent<'a>>, Rejection> {
+fn batch<'a>(raw: JsonText<'a>) -> Result<Vec<NewEvent<'a>>, Rejection> {
     if !raw.get().starts_with('[') {
         return Err(Rejection::malformed(
             "events",
             format!("must be an array of event objects, got {}", kind(raw.get())),
         ));
     }
-    let items: Vec<&'a RawValue> =
-        serde_json::from_str(raw.get()).map_err(|e| Rejection::malformed("events", e))?;
+    let items = elements(raw).map_err(|e| Rejection::malformed("events", e))?;
     if items.is_empty() {
         return Err(Rejection::malformed(
             "events",
@@ -513,15 +356,14 @@ fn batch<'a>(raw: &'a RawValue) -> Result<Vec<NewEvent<'a>>, Rejection> {
     }
     let mut specs = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
-        let field = format!("events[{i}]");
+        let field = || format!("events[{i}]");
         if !item.get().starts_with('{') {
             return Err(Rejection::malformed(
-                &field,
+                &field(),
                 format!("must be an object, got {}", kind(item.get())),
             ));
         }
-        let e: RawEvent<'a> =
-            serde_json::from_str(item.get()).map_err(|e| Rejection::malformed(&field, e))?;
+        let e = RawEvent::parse(item).map_err(|e| Rejection::malformed(&field(), e))?;
         let spec = event_spec(
             e.event_type,
             e.event_data,
@@ -533,7 +375,7 @@ fn batch<'a>(raw: &'a RawValue) -> Result<Vec<NewEvent<'a>>, Rejection> {
             && specs.iter().any(|s: &NewEvent<'_>| s.id == Some(id))
         {
             return Err(Rejection::malformed(
-                &format!("{field}.event_id"),
+                &format!("{}.event_id", field()),
                 format!("{id} appears twice in the batch"),
             ));
         }
@@ -581,7 +423,7 @@ fn append<'a>(b: &RawBody<'a>) -> Result<Request<'a>, Rejection> {
     })
 }
 
-fn decode_body<'a>(b: &RawBody<'a>) -> Result<Request<'a>, Rejection> {
+pub(crate) fn decode_body<'a>(b: &RawBody<'a>) -> Result<Request<'a>, Rejection> {
     let kind_raw = required(b.kind, "type")?;
     let message_type = string(kind_raw, "type")?;
     let aggregate = || non_empty_string(b.aggregate_id, "aggregate_id");
@@ -597,7 +439,7 @@ fn decode_body<'a>(b: &RawBody<'a>) -> Result<Request<'a>, Rejection> {
         }),
         "replay" => Ok(Request::Replay {
             aggregate_id: aggregate()?,
-            use_snapshot: match b.use_snapshot.map(RawValue::get) {
+            use_snapshot: match b.use_snapshot.map(JsonText::get) {
                 None | Some("false") => false,
                 Some("true") => true,
                 Some(other) => {
@@ -652,6 +494,7 @@ fn decode_body<'a>(b: &RawBody<'a>) -> Result<Request<'a>, Rejection> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::decode;
 
     fn request(body: &str) -> Result<Request<'static>, Rejection> {
         let line: &'static str =

@@ -1,0 +1,385 @@
+//! Line → envelope and raw body fields: the first step of decoding.
+//!
+//! Each field of the body is kept as the raw JSON text the client sent (a
+//! slice of the line, never copied or parsed into a tree); `request.rs`
+//! then checks them one by one so that an error can name the field.
+//!
+//! Two paths produce the same [`RawBody`]:
+//!
+//! - the **fast path**, [`scan`]: one pass over the line, validating it
+//!   and slicing out the known fields. It refuses anything unusual
+//!   (invalid JSON, a duplicate field, an escaped key, deep nesting);
+//! - the **serde path**: serde_json's derived deserialiser over the same
+//!   struct, run when the fast path refused. It decides everything the
+//!   fast path leaves open and words the errors; if it fails too, a second,
+//!   more lenient pass works out whether the line deserves an error reply
+//!   (a usable envelope) or none (not a JSON object with a string `src` and
+//!   an object `body`).
+//!
+//! The fast path never accepts a line the serde path would refuse, and
+//! yields the same field texts when both accept: unit tests below, the
+//! debug assertion in [`JsonText::trusted`] and the `node_lines` fuzz
+//! target check it.
+//!
+//! `null` counts as "not given" for every field except the JSON payloads
+//! `event_data` and `state`, where it is a value like any other.
+
+use super::request::{Envelope, Message, Rejection, decode_body, msg_id};
+use super::scan::{self, Scanner};
+use crate::types::JsonText;
+use serde::{Deserialize, Deserializer};
+
+/// A JSON value in a field, kept as raw text. Unlike `Option<JsonText<'_>>`,
+/// a `null` is kept as the text `null` (absent fields default to `None`).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct Payload<'a>(pub(crate) Option<JsonText<'a>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Payload<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        JsonText::deserialize(d).map(|r| Payload(Some(r)))
+    }
+}
+
+/// The body's fields, each still raw: checked one by one afterwards, so
+/// that an error can name the field.
+#[derive(Deserialize, Default, Debug, PartialEq)]
+pub(crate) struct RawBody<'a> {
+    #[serde(rename = "type", borrow)]
+    pub(crate) kind: Option<JsonText<'a>>,
+    #[serde(borrow)]
+    pub(crate) msg_id: Option<JsonText<'a>>,
+    #[serde(borrow)]
+    pub(crate) aggregate_id: Option<JsonText<'a>>,
+    #[serde(borrow)]
+    pub(crate) event_type: Option<JsonText<'a>>,
+    #[serde(borrow, default)]
+    pub(crate) event_data: Payload<'a>,
+    #[serde(borrow)]
+    pub(crate) metadata: Option<JsonText<'a>>,
+    #[serde(borrow)]
+    pub(crate) event_id: Option<JsonText<'a>>,
+    #[serde(borrow)]
+    pub(crate) events: Option<JsonText<'a>>,
+    #[serde(borrow)]
+    pub(crate) version: Option<JsonText<'a>>,
+    #[serde(borrow, default)]
+    pub(crate) state: Payload<'a>,
+    #[serde(borrow)]
+    pub(crate) use_snapshot: Option<JsonText<'a>>,
+    #[serde(borrow)]
+    pub(crate) timestamp: Option<JsonText<'a>>,
+    #[serde(borrow)]
+    pub(crate) from_version: Option<JsonText<'a>>,
+    #[serde(borrow)]
+    pub(crate) from_sequence: Option<JsonText<'a>>,
+    #[serde(borrow)]
+    pub(crate) max_count: Option<JsonText<'a>>,
+    #[serde(borrow)]
+    pub(crate) node_id: Option<JsonText<'a>>,
+    #[serde(borrow)]
+    pub(crate) node_ids: Option<JsonText<'a>>,
+}
+
+#[derive(Deserialize, Debug, PartialEq)]
+struct RawEnvelope<'a> {
+    #[serde(borrow)]
+    src: Option<JsonText<'a>>,
+    #[serde(borrow)]
+    dest: Option<JsonText<'a>>,
+    #[serde(borrow)]
+    body: Option<RawBody<'a>>,
+}
+
+/// The lenient envelope of the second pass: the body only as raw text.
+#[derive(Deserialize)]
+struct LooseEnvelope<'a> {
+    #[serde(borrow)]
+    src: Option<JsonText<'a>>,
+    #[serde(borrow)]
+    dest: Option<JsonText<'a>>,
+    #[serde(borrow)]
+    body: Option<JsonText<'a>>,
+}
+
+#[derive(Deserialize)]
+struct LooseBody<'a> {
+    #[serde(borrow)]
+    msg_id: Option<JsonText<'a>>,
+}
+
+/// One element of an `events` array.
+#[derive(Deserialize, Debug, PartialEq)]
+pub(crate) struct RawEvent<'a> {
+    #[serde(borrow)]
+    pub(crate) event_type: Option<JsonText<'a>>,
+    #[serde(borrow, default)]
+    pub(crate) event_data: Payload<'a>,
+    #[serde(borrow)]
+    pub(crate) metadata: Option<JsonText<'a>>,
+    #[serde(borrow)]
+    pub(crate) event_id: Option<JsonText<'a>>,
+}
+
+/// The body's field names, in `RawBody`'s order (the fast path's slots).
+const BODY_FIELDS: [&str; 17] = [
+    "type",
+    "msg_id",
+    "aggregate_id",
+    "event_type",
+    "event_data",
+    "metadata",
+    "event_id",
+    "events",
+    "version",
+    "state",
+    "use_snapshot",
+    "timestamp",
+    "from_version",
+    "from_sequence",
+    "max_count",
+    "node_id",
+    "node_ids",
+];
+
+/// An event's field names, in `RawEvent`'s order.
+const EVENT_FIELDS: [&str; 4] = ["event_type", "event_data", "metadata", "event_id"];
+
+fn slot<const N: usize>(names: &'static [&'static str; N]) -> impl Fn(&str) -> Option<usize> {
+    move |key| names.iter().position(|&name| name == key)
+}
+
+/// A field where `null` means "not given" (as serde's `Option`).
+fn optional(text: Option<&str>) -> Option<JsonText<'_>> {
+    text.filter(|&t| t != "null").map(JsonText::trusted)
+}
+
+/// A payload field, where `null` is a value.
+fn payload(text: Option<&str>) -> Payload<'_> {
+    Payload(text.map(JsonText::trusted))
+}
+
+impl<'a> RawBody<'a> {
+    fn from_fields(f: [Option<&'a str>; 17]) -> RawBody<'a> {
+        RawBody {
+            kind: optional(f[0]),
+            msg_id: optional(f[1]),
+            aggregate_id: optional(f[2]),
+            event_type: optional(f[3]),
+            event_data: payload(f[4]),
+            metadata: optional(f[5]),
+            event_id: optional(f[6]),
+            events: optional(f[7]),
+            version: optional(f[8]),
+            state: payload(f[9]),
+            use_snapshot: optional(f[10]),
+            timestamp: optional(f[11]),
+            from_version: optional(f[12]),
+            from_sequence: optional(f[13]),
+            max_count: optional(f[14]),
+            node_id: optional(f[15]),
+            node_ids: optional(f[16]),
+        }
+    }
+}
+
+impl<'a> RawEvent<'a> {
+    /// One element of an `events` array (an object).
+    pub(crate) fn parse(item: JsonText<'a>) -> Result<RawEvent<'a>, serde_json::Error> {
+        let fast = scan::fields::<4>(&mut Scanner::new(item.get()), slot(&EVENT_FIELDS));
+        match fast {
+            Some(f) => Ok(RawEvent {
+                event_type: optional(f[0]),
+                event_data: payload(f[1]),
+                metadata: optional(f[2]),
+                event_id: optional(f[3]),
+            }),
+            None => serde_json::from_str(item.get()),
+        }
+    }
+}
+
+/// The elements of an `events` array (an array).
+pub(crate) fn elements(raw: JsonText<'_>) -> Result<Vec<JsonText<'_>>, serde_json::Error> {
+    match scan::elements(raw.get()) {
+        Some(items) => Ok(items.into_iter().map(JsonText::trusted).collect()),
+        None => serde_json::from_str(raw.get()),
+    }
+}
+
+/// The fast path over a whole line: `None` leaves the line to serde.
+fn fast_envelope(line: &str) -> Option<RawEnvelope<'_>> {
+    let mut s = Scanner::new(line);
+    let (mut src, mut dest, mut body) = (None, None, None);
+    s.object(|s, key, escaped| {
+        let seen = match key {
+            _ if escaped => return None,
+            "src" => &mut src,
+            "dest" => &mut dest,
+            "body" => {
+                if body.is_some() || !s.at_object() {
+                    return None;
+                }
+                body = Some(RawBody::from_fields(scan::fields::<17>(
+                    s,
+                    slot(&BODY_FIELDS),
+                )?));
+                return Some(());
+            }
+            _ => return s.value().map(drop),
+        };
+        if seen.is_some() {
+            return None;
+        }
+        *seen = Some(s.value()?);
+        Some(())
+    })?;
+    s.at_end().then(|| RawEnvelope {
+        src: optional(src),
+        dest: optional(dest),
+        body,
+    })
+}
+
+/// Decodes one line (without its newline).
+pub fn decode(line: &[u8]) -> Message<'_> {
+    // Validate UTF-8 once for the whole line (SIMD-fast), then parse as
+    // `str`: serde_json then skips re-validating every raw value it borrows.
+    let Ok(line) = std::str::from_utf8(line) else {
+        return Message::Unanswerable("line ignored: not valid UTF-8".to_owned());
+    };
+    let envelope = match fast_envelope(line) {
+        Some(envelope) => {
+            // Read side of the fast path's contract (write side: `scan`):
+            // whatever it accepts, serde accepts with the same fields.
+            debug_assert_eq!(
+                Some(&envelope),
+                serde_json::from_str::<RawEnvelope<'_>>(line).ok().as_ref(),
+                "the fast path disagrees with serde on {line}"
+            );
+            Ok(envelope)
+        }
+        None => serde_json::from_str::<RawEnvelope<'_>>(line),
+    };
+    match envelope {
+        Ok(RawEnvelope { src, dest, body }) => {
+            let (Some(src), Some(body)) = (src.filter(|s| is_string(*s)), body) else {
+                return Message::Unanswerable(missing_envelope(src.is_some()));
+            };
+            let dest = dest.filter(|d| is_string(*d));
+            let (msg_id, request) = match msg_id(body.msg_id) {
+                Ok(id) => (id, decode_body(&body)),
+                Err(e) => (None, Err(e)),
+            };
+            Message::Envelope(Envelope {
+                src,
+                dest,
+                msg_id,
+                request,
+            })
+        }
+        Err(strict) => decode_loose(line, strict),
+    }
+}
+
+fn missing_envelope(has_src: bool) -> String {
+    if has_src {
+        "line ignored: the envelope needs a string \"src\" and an object \"body\"".to_owned()
+    } else {
+        "line ignored: the envelope needs a string \"src\"".to_owned()
+    }
+}
+
+/// Second pass after the strict one failed: is the envelope usable?
+fn decode_loose(line: &str, strict: serde_json::Error) -> Message<'_> {
+    let Ok(loose) = serde_json::from_str::<LooseEnvelope<'_>>(line) else {
+        return Message::Unanswerable(format!("line ignored: not a JSON object: {strict}"));
+    };
+    let (Some(src), Some(body)) = (loose.src.filter(|s| is_string(*s)), loose.body) else {
+        return Message::Unanswerable(missing_envelope(loose.src.is_some()));
+    };
+    if !body.get().starts_with('{') {
+        return Message::Unanswerable(missing_envelope(true));
+    }
+    let msg_id = serde_json::from_str::<LooseBody<'_>>(body.get())
+        .ok()
+        .and_then(|b| msg_id(b.msg_id).ok().flatten());
+    Message::Envelope(Envelope {
+        src,
+        dest: loose.dest.filter(|d| is_string(*d)),
+        msg_id,
+        request: Err(Rejection::malformed("body", strict)),
+    })
+}
+
+fn is_string(raw: JsonText<'_>) -> bool {
+    raw.get().starts_with('"')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fast path may refuse anything, but what it accepts serde must
+    /// accept with the same fields.
+    fn agrees(line: &str) -> bool {
+        let serde = serde_json::from_str::<RawEnvelope<'_>>(line);
+        match fast_envelope(line) {
+            Some(fast) => {
+                assert_eq!(Some(&fast), serde.as_ref().ok(), "{line}");
+                true
+            }
+            None => false,
+        }
+    }
+
+    #[test]
+    fn fast_path_takes_ordinary_lines_and_agrees_with_serde() {
+        let session = include_str!("../../examples/session.jsonl");
+        for line in session.lines() {
+            let valid = serde_json::from_str::<RawEnvelope<'_>>(line).is_ok();
+            assert_eq!(agrees(line), valid, "{line}");
+        }
+        for line in [
+            r#"{"src":"c","body":{"type":"append","aggregate_id":"a","event_type":"T","event_data":null,"metadata":null,"version":"any"}}"#,
+            r#" { "dest" : "n" , "src" : "c" , "extra" : [1, {"x": "\u00e9"}], "body" : { "msg_id" : 1e3 , "type" : "read_all" } } "#,
+            r#"{"src":null,"body":{}}"#,
+            r#"{"src":"c","body":{"type":"append","events":[{"event_type":"T"}],"version":0}}"#,
+            r#"{"src":"c","body":{"type":"x","state":null,"unknown":{"msg_id":1,"msg_id":2}}}"#,
+            r#"{"src":"c"}"#,
+        ] {
+            assert!(agrees(line), "fast path refused {line}");
+        }
+    }
+
+    #[test]
+    fn fast_path_leaves_unusual_lines_to_serde() {
+        for line in [
+            r#"{"src":"c","body":{"type":"read_all","max_count":1,"max_count":2}}"#,
+            r#"{"src":"c","src":"d","body":{}}"#,
+            r#"{"src":"c","body":{"ty\u0070e":"read_all"}}"#,
+            r#"{"src":"c","body":null}"#,
+            r#"{"src":"c","body":5}"#,
+            r#"["c","n",{"type":"read_all"}]"#,
+            r#"{"src":"c","body":{"type":"read_all"}} x"#,
+            r#"{"src":"c","body":{"type":"read_all",}}"#,
+            r#"{"src":"c","body":{"type":"append","event_data":{"a":01}}}"#,
+            r#"{"src":"c","body":{"type":"append","event_data":"tab	inside"}}"#,
+            "",
+        ] {
+            assert!(!agrees(line), "fast path took {line}");
+        }
+    }
+
+    #[test]
+    fn batch_elements_take_the_fast_path_and_agree() {
+        let item = JsonText::trusted(r#"{"event_type":"T","event_data":null,"x":1}"#);
+        let fast = RawEvent::parse(item).unwrap();
+        assert_eq!(
+            fast,
+            serde_json::from_str::<RawEvent<'_>>(item.get()).unwrap()
+        );
+        assert_eq!(fast.event_data, Payload(Some(JsonText::trusted("null"))));
+        let dup = JsonText::trusted(r#"{"event_type":"T","event_type":"U"}"#);
+        assert!(RawEvent::parse(dup).is_err());
+    }
+}
