@@ -337,10 +337,29 @@ impl EventStore {
         expected: ExpectedVersion,
         prepared: Prepared,
     ) -> Result<Appended, AppendError> {
+        self.append_prepared_to(None, aggregate_id, expected, prepared)
+    }
+
+    /// [`EventStore::append_prepared`] given the aggregate's entry if the
+    /// caller already looked it up (`found`, from [`EventStore::find`]).
+    pub(crate) fn append_prepared_to(
+        &self,
+        found: Option<Arc<Aggregate>>,
+        aggregate_id: &str,
+        expected: ExpectedVersion,
+        prepared: Prepared,
+    ) -> Result<Appended, AppendError> {
+        // Read side of "an entry never changes once in the map" (write
+        // side: `find_or_create` inserts only when absent).
+        debug_assert!(
+            found
+                .as_ref()
+                .is_none_or(|a| self.find(aggregate_id).is_some_and(|m| Arc::ptr_eq(a, &m)))
+        );
         let has_client_ids = prepared.as_slice().iter().any(|p| p.id.is_some());
         // Fast path for stale appends to aggregates that do not exist: no
         // entry is created for a request that will be rejected.
-        let aggregate = match self.find(aggregate_id) {
+        let aggregate = match found.or_else(|| self.find(aggregate_id)) {
             Some(a) => a,
             None if !has_client_ids && !expected.matches(Version::INITIAL) => {
                 return Err(concurrency(expected, Version::INITIAL));

@@ -89,6 +89,27 @@ pub enum Outcome {
     InitOk,
 }
 
+/// Step 1½ (pure lookups, parallel, optional): finds the aggregate an
+/// append goes to, if it exists, so that [`Core::apply`] skips the map
+/// lookup — in the node the lookup's cache misses then fall on the parallel
+/// workers instead of the serial step. Never creates an aggregate, and an
+/// aggregate once in the map stays the same object for good, so what this
+/// finds is still right when the append is applied later.
+pub fn resolve(store: &EventStore, message: &mut Message<'_>) {
+    if let Message::Envelope(Envelope {
+        request:
+            Ok(Request::Append {
+                aggregate_id,
+                aggregate,
+                ..
+            }),
+        ..
+    }) = message
+    {
+        *aggregate = store.find(aggregate_id);
+    }
+}
+
 impl Core {
     /// A core serving `store`.
     pub fn new(store: Arc<EventStore>) -> Core {
@@ -138,10 +159,11 @@ impl Core {
                 aggregate_id,
                 expected,
                 prepared,
+                aggregate,
                 batch,
             } => match prepared
                 .take()
-                .map(|p| store.append_prepared(aggregate_id, *expected, p))
+                .map(|p| store.append_prepared_to(aggregate.take(), aggregate_id, *expected, p))
             {
                 Some(Ok(appended)) => Outcome::Appended {
                     appended,

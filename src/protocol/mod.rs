@@ -9,5 +9,5 @@ pub mod request;
 pub(crate) mod scan;
 
 pub use envelope::decode;
-pub use handler::{Core, Outcome, ReplySource, encode};
+pub use handler::{Core, Outcome, ReplySource, encode, resolve};
 pub use request::{Message, Rejection, Request};

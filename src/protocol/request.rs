@@ -14,10 +14,11 @@
 
 use super::envelope::{Payload, RawBody, RawEvent, elements};
 use crate::event::NewEvent;
-use crate::store::{EventStore, Prepared};
+use crate::store::{Aggregate, EventStore, Prepared};
 use crate::time::Timestamp;
 use crate::types::{EventId, ExpectedVersion, JsonText, SequenceNumber, Version};
 use std::borrow::Cow;
+use std::sync::Arc;
 
 /// Most events one batch append may carry.
 pub const MAX_BATCH_EVENTS: usize = 1_000;
@@ -76,6 +77,10 @@ pub enum Request<'a> {
         /// The events, checked and packed ([`EventStore::prepare`]) while
         /// decoding, on the parallel workers; taken by the apply step.
         prepared: Option<Prepared>,
+        /// The aggregate, if it already existed when the parallel
+        /// [`crate::protocol::resolve`] step looked it up (`None` after
+        /// decoding): spares the serial apply step the map lookup.
+        aggregate: Option<Arc<Aggregate>>,
         /// Whether the request used the `events` array form.
         batch: bool,
     },
@@ -419,6 +424,7 @@ fn append<'a>(b: &RawBody<'a>) -> Result<Request<'a>, Rejection> {
         aggregate_id,
         expected,
         prepared: Some(prepared),
+        aggregate: None,
         batch: events.is_batch(),
     })
 }
@@ -521,6 +527,7 @@ mod tests {
             expected,
             prepared,
             batch,
+            ..
         } = r
         else {
             panic!()
