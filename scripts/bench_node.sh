@@ -35,7 +35,7 @@ NODE=${NODE:-target/release/eventstore}
 log() { echo "bench_node: $*" >&2; }
 
 log "building (release)"
-cargo build --release --quiet --bin eventstore --example workload --example pingpong >&2
+cargo build --release --quiet --bin eventstore --example workload --example pingpong --example serde_baseline >&2
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/bench_node.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
@@ -46,51 +46,65 @@ req_lines=$(wc -l <"$tmp/requests.jsonl")
 req_mib=$(awk -v b="$(stat -c %s "$tmp/requests.jsonl")" 'BEGIN { printf "%.0f", b / 1048576 }')
 
 failed=0
-throughput_rows=()
 latency_rows=()
 
-# throughput LABEL CMD [ARGS...]: RUNS runs, best wall time, max peak RSS.
-throughput() {
+# Throughput targets: labels and command lines, run interleaved (run 1 of
+# every target, then run 2 of every target, ...) so that a slow phase of a
+# shared machine hits all of them alike; the best wall time of each counts.
+labels=()
+declare -A cmd best rss_max replies status
+
+target() {
     local label=$1
     shift
-    local best="" rss_max=0 replies=0 errors=0 status="ok" wall rss rc
-    for run in $(seq 1 "$RUNS"); do
-        log "throughput: $label (run $run/$RUNS)"
-        local t0 t1
-        t0=$(date +%s.%N)
-        set +e
-        /usr/bin/time -v -o "$tmp/time.txt" "$@" <"$tmp/requests.jsonl" >"$tmp/replies.jsonl" 2>"$tmp/stderr.txt"
-        rc=$?
-        set -e
-        t1=$(date +%s.%N)
-        wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
-        rss=$(awk -F: '/Maximum resident set size/ { gsub(/ /, "", $2); print $2 }' "$tmp/time.txt")
-        rss=${rss:-0}
-        replies=$(wc -l <"$tmp/replies.jsonl")
-        if [[ $rc -ne 0 ]]; then
-            status="exit $rc"
-            log "$label exited with $rc; stderr tail:"
-            tail -n 5 "$tmp/stderr.txt" >&2 || true
-        elif [[ $replies -ne $req_lines ]]; then
-            status="FAIL: $replies replies"
+    labels+=("$label")
+    cmd[$label]=$(printf '%q ' "$@")
+    best[$label]=""
+    rss_max[$label]=0
+    replies[$label]=0
+    status[$label]=ok
+}
+
+# run_once LABEL: one run of a target, folded into its best / max / status.
+run_once() {
+    local label=$1 wall rss rc n errors t0 t1
+    [[ ${status[$label]} == ok ]] || return 0
+    log "throughput: $label (run $run/$RUNS)"
+    t0=$(date +%s.%N)
+    set +e
+    eval "/usr/bin/time -v -o \"$tmp/time.txt\" ${cmd[$label]}" <"$tmp/requests.jsonl" >"$tmp/replies.jsonl" 2>"$tmp/stderr.txt"
+    rc=$?
+    set -e
+    t1=$(date +%s.%N)
+    wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
+    rss=$(awk -F: '/Maximum resident set size/ { gsub(/ /, "", $2); print $2 }' "$tmp/time.txt")
+    rss=${rss:-0}
+    n=$(wc -l <"$tmp/replies.jsonl")
+    replies[$label]=$n
+    if [[ $rc -ne 0 ]]; then
+        status[$label]="exit $rc"
+        log "$label exited with $rc; stderr tail:"
+        tail -n 5 "$tmp/stderr.txt" >&2 || true
+    elif [[ $n -ne $req_lines ]]; then
+        status[$label]="FAIL: $n replies"
+    elif [[ $label == eventstore* && $KIND == seed ]]; then
+        errors=$(grep -c -E '"type": ?"(error|concurrency_error)"' "$tmp/replies.jsonl" || true)
+        if [[ $errors -ne 0 ]]; then
+            status[$label]="FAIL: $errors error replies"
         fi
-        if [[ $label != cat* && $KIND == seed ]]; then
-            errors=$(grep -c -E '"type": ?"(error|concurrency_error)"' "$tmp/replies.jsonl" || true)
-            if [[ $errors -ne 0 && $status == ok ]]; then
-                status="FAIL: $errors error replies"
-            fi
-        fi
-        if [[ -z $best ]] || awk -v w="$wall" -v b="$best" 'BEGIN { exit !(w < b) }'; then
-            best=$wall
-        fi
-        if ((rss > rss_max)); then rss_max=$rss; fi
-        [[ $status == ok ]] || break
-    done
-    [[ $status == ok ]] || failed=1
-    local rate rss_mib
-    rate=$(awk -v n="$req_lines" -v w="$best" 'BEGIN { printf "%.0f", (w > 0 ? n / w : 0) }')
-    rss_mib=$(awk -v k="$rss_max" 'BEGIN { printf "%.1f", k / 1024 }')
-    throughput_rows+=("| $label | $rate | $best | $rss_mib | $replies / $req_lines | $status |")
+    fi
+    if [[ -z ${best[$label]} ]] || awk -v w="$wall" -v b="${best[$label]}" 'BEGIN { exit !(w < b) }'; then
+        best[$label]=$wall
+    fi
+    if ((rss > rss_max[$label])); then rss_max[$label]=$rss; fi
+}
+
+throughput_row() {
+    local label=$1 rate rss_mib
+    [[ ${status[$label]} == ok ]] || failed=1
+    rate=$(awk -v n="$req_lines" -v w="${best[$label]}" 'BEGIN { printf "%.0f", (w > 0 ? n / w : 0) }')
+    rss_mib=$(awk -v k="${rss_max[$label]}" 'BEGIN { printf "%.1f", k / 1024 }')
+    echo "| $label | $rate | ${best[$label]} | $rss_mib | ${replies[$label]} / $req_lines | ${status[$label]} |"
 }
 
 # latency LABEL CMD [ARGS...]
@@ -112,15 +126,21 @@ latency() {
     fi
 }
 
-throughput "cat (echo baseline)" cat
-throughput "eventstore --workers 1" "$NODE" --workers 1
-throughput "eventstore (default workers)" "$NODE"
 # Durable: a fresh data directory per run (the seed workload assumes an
 # empty store), fsync before every reply batch (group commit).
 printf '#!/usr/bin/env bash\nrm -rf "%s/data" && exec "%s" --data-dir "%s/data" "$@"\n' "$tmp" "$NODE" "$tmp" >"$tmp/durable.sh"
 chmod +x "$tmp/durable.sh"
-throughput "eventstore --data-dir (fsync always)" "$tmp/durable.sh"
-throughput "eventstore --data-dir --fsync never" "$tmp/durable.sh" --fsync never
+target "cat (echo baseline)" cat
+target "serde_json baseline (no store, 2 threads)" target/release/examples/serde_baseline 2
+target "eventstore --workers 1" "$NODE" --workers 1
+target "eventstore (default workers)" "$NODE"
+target "eventstore --data-dir (fsync always)" "$tmp/durable.sh"
+target "eventstore --data-dir --fsync never" "$tmp/durable.sh" --fsync never
+for run in $(seq 1 "$RUNS"); do
+    for label in "${labels[@]}"; do
+        run_once "$label"
+    done
+done
 # Reopen: the directory the last durable run left (~1M events); time from
 # start to the first reply.
 log "reopen: time to first reply on $(du -sh "$tmp/data" | cut -f1) of log"
@@ -140,7 +160,14 @@ echo "### Throughput: $req_lines $KIND requests ($req_mib MiB), best of $RUNS, $
 echo
 echo "| target | msgs/s | wall s | peak RSS MiB | replies | check |"
 echo "|---|---:|---:|---:|---:|---|"
-printf '%s\n' "${throughput_rows[@]}"
+for label in "${labels[@]}"; do
+    throughput_row "$label"
+done
+node_s=${best["eventstore (default workers)"]}
+serde_s=${best["serde_json baseline (no store, 2 threads)"]}
+echo
+echo "Default node vs the serde_json baseline: $(awk -v a="$node_s" -v b="$serde_s" 'BEGIN { printf "%.2f", a / b }')× its wall time;"
+echo "default workers vs --workers 1: $(awk -v a="${best["eventstore --workers 1"]}" -v b="$node_s" 'BEGIN { printf "%.2f", a / b }')× faster."
 echo
 echo "Reopening the durable directory of the last run: first reply after ${reopen_s} s."
 echo

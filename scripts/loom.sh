@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Loom model check of the global log's ticket/publication protocol
-# (src/log/ticket.rs, tests/loom_ticket.rs).
+# Loom model check of the global log's serial section and publication
+# (src/log/tail.rs, tests/loom_tail.rs).
 #
 #   scripts/loom.sh                          # all models (~20 s once built)
 #   scripts/loom.sh three_writers            # one model (test name filter)
@@ -17,4 +17,4 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 export RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }--cfg loom"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target/loom}"
-exec cargo test --release --test loom_ticket -- --nocapture "$@"
+exec cargo test --release --test loom_tail -- --nocapture "$@"

@@ -19,7 +19,7 @@
 //! event.rs      NewEvent (input) and Event (stored, raw JSON text packed)
 //! fold.rs       the state fold (shallow merge) on raw JSON text
 //! log.rs        the global log: fixed chunks of OnceLock slots, lock-free reads
-//!   ticket.rs     AtomicU64 tickets, ordered publication, sleeping waiters (loom-checked)
+//!   tail.rs       the serial section (barging mutex) and the published head (loom-checked)
 //! store.rs      EventStore: aggregates in a DashMap, append, reads
 //! snapshot.rs   snapshots, replay, state-at-time (plans executed later)
 //! error.rs      error enums with protocol-ready messages

@@ -1,5 +1,6 @@
 //! The global log: every event in sequence-number order, readable without
-//! locks, appended through a ticket taken from one `AtomicU64`.
+//! locks, appended through one short serial section that publishes an
+//! `AtomicU64` head.
 //!
 //! # Layout
 //!
@@ -9,24 +10,22 @@
 //! the log lives, so a reader gets a plain `&Event` tied to the log's
 //! lifetime: no reference counts, no lock, no copy. Each slot is a
 //! `OnceLock<Event>`: written once, by the one writer holding that sequence
-//! number's ticket. Fixed-size chunks keep memory within one chunk of what
+//! number's turn. Fixed-size chunks keep memory within one chunk of what
 //! is used and make every chunk allocation equally cheap (a doubling layout
 //! was measured allocating ~75 MB at once around a million events, stalling
-//! every writer behind the ticket for ~100 ms).
+//! every writer behind the serial section for ~100 ms).
 //!
-//! # Appending: reserve, wait for the turn, write, publish
+//! # Appending: enter the section, write, publish
 //!
-//! 1. `next.fetch_add(n)` reserves `n` consecutive sequence numbers (the
-//!    ticket). The atomic's total modification order is the order of the log.
-//! 2. The writer waits until `published == first - 1`: every earlier ticket
-//!    has been written. Waiting is short (earlier writers are between steps 1
-//!    and 4, which only move prepared values into slots) and bounded (each
-//!    waits only on strictly smaller tickets, so there is no cycle).
-//! 3. It stamps `recorded_at = max(now, previous event's recorded_at)`, so
+//! 1. The writer enters the serial section ([`tail::Tail::enter`], a
+//!    barging mutex: see `tail.rs` for why not a ticket queue). Its first
+//!    sequence number is `published + 1`.
+//! 2. It stamps `recorded_at = max(now, previous event's recorded_at)`, so
 //!    timestamps never go backwards in sequence order even when the wall
 //!    clock does or when two writers read it in the other order, then writes
 //!    its slots.
-//! 4. `published.store(last, Release)` makes them visible.
+//! 3. `published.store(last, Release)` makes them visible, and it leaves the
+//!    section.
 //!
 //! Readers load `published` with `Acquire` and read only slots at or below
 //! it. Hence the invariant the SQL-backed stores broke (a reader sees event
@@ -34,25 +33,27 @@
 //! sees a contiguous prefix, and an append that has returned is visible to
 //! every later reader (linearizable).
 //!
-//! A rejected append never reaches step 1, so it takes no sequence number
-//! (dense). The callers hold the aggregate's lock across all four steps, so
-//! along one aggregate sequence numbers rise with versions.
+//! A rejected append never enters the section, so it takes no sequence
+//! number (dense). The callers hold the aggregate's lock across all three
+//! steps, so along one aggregate sequence numbers rise with versions.
 //!
-//! Nothing between steps 1 and 4 may panic: a lost ticket would stall every
-//! later writer. The only operations there are a chunk lookup (which may
-//! allocate; allocation failure aborts, it does not unwind), `OnceLock::set`
-//! on a slot nobody else can hold, and arithmetic.
+//! Nothing inside the section may panic: it would unlock without
+//! publishing, and the next writer would find the slots taken. The only
+//! operations there are a chunk lookup (which may allocate; allocation
+//! failure aborts, it does not unwind), `OnceLock::set` on a slot nobody
+//! else can reach, the caller's `build` and `persist` (which must not
+//! panic either), and arithmetic.
 //!
-//! Steps 1, 2 and 4, and the readers' side, are [`ticket::TicketGate`],
-//! model-checked by loom in `tests/loom_ticket.rs` (`scripts/loom.sh`).
+//! The section and the readers' side are [`tail::Tail`], model-checked by
+//! loom in `tests/loom_tail.rs` (`scripts/loom.sh`).
 
-mod ticket;
+mod tail;
 
 use crate::event::Event;
 use crate::time::Timestamp;
 use crate::types::SequenceNumber;
 use std::sync::OnceLock;
-use ticket::TicketGate;
+use tail::Tail;
 
 /// log2 of the slots in a chunk.
 const CHUNK_BITS: u32 = 14;
@@ -71,8 +72,8 @@ type Table = Box<[OnceLock<Chunk>]>;
 /// The append-only global log. See the module docs.
 pub(crate) struct Log {
     tables: Box<[OnceLock<Table>]>,
-    /// Tickets and publication: which slots are written, which are visible.
-    gate: TicketGate,
+    /// The serial section and publication: which slots are visible.
+    tail: Tail,
 }
 
 /// Table, chunk and offset of a sequence number (which must be ≥ 1).
@@ -95,7 +96,7 @@ impl Log {
     pub(crate) fn new() -> Log {
         Log {
             tables: (0..TABLES).map(|_| OnceLock::new()).collect(),
-            gate: TicketGate::new(),
+            tail: Tail::new(),
         }
     }
 
@@ -103,7 +104,7 @@ impl Log {
     pub(crate) fn head(&self) -> SequenceNumber {
         // Acquire (in `head`): pairs with the Release in `publish`, so every
         // slot at or below the value read is fully written and visible here.
-        SequenceNumber(self.gate.head())
+        SequenceNumber(self.tail.head())
     }
 
     /// The event at `seq`, if it is visible.
@@ -118,7 +119,7 @@ impl Log {
         event
     }
 
-    /// A slot written by the current ticket holder but maybe not yet
+    /// A slot written by the current section holder but maybe not yet
     /// published (for `persist` callbacks only).
     pub(crate) fn written(&self, seq: SequenceNumber) -> Option<&Event> {
         self.slot(seq.0).and_then(OnceLock::get)
@@ -132,7 +133,7 @@ impl Log {
     }
 
     /// The slot of `seq`, allocating its table and chunk if needed. `None`
-    /// only beyond [`CAPACITY`], which appends check before taking tickets.
+    /// only beyond [`CAPACITY`], which appends check before entering the section.
     fn slot_or_init(&self, seq: u64) -> Option<&OnceLock<Event>> {
         let (table, chunk, offset) = locate(seq);
         let table = self.tables.get(table)?.get_or_init(new_table);
@@ -140,7 +141,7 @@ impl Log {
     }
 
     /// Whether `n` more events fit (with a margin for appends racing at the
-    /// boundary: each takes its ticket after this check).
+    /// boundary: each enters the section after this check).
     pub(crate) fn has_room(&self, n: u64) -> bool {
         self.head().0.saturating_add(n).saturating_add(1 << 20) <= CAPACITY
     }
@@ -149,12 +150,12 @@ impl Log {
     /// returns the first. `build` turns each prepared item into its event
     /// given its sequence number and timestamp; it must not panic.
     ///
-    /// `now` is the caller's reading of the clock (taken before the ticket,
+    /// `now` is the caller's reading of the clock (taken before the section,
     /// to keep the clock read out of the serial section); the event gets
     /// `max(now, previous recorded_at)`.
     ///
     /// `persist` runs after the slots are written and before they are
-    /// published, still in ticket order: durable stores serialise their
+    /// published, still in sequence order: durable stores serialise their
     /// log record there, so records reach the file in sequence order.
     pub(crate) fn append<T, I, F, P>(
         &self,
@@ -170,20 +171,17 @@ impl Log {
     {
         let n = items.len() as u64;
         debug_assert!(n > 0, "empty append reached the log");
-        // Step 1, the ticket: a unique, consecutive range (Relaxed RMW).
-        let first = self.gate.reserve(n);
-
-        // Step 2: wait for every earlier ticket to publish (Acquire, so the
-        // predecessor's recorded_at and slots are visible to us).
-        self.gate.wait_turn(first);
-        let recorded_at = Timestamp(now.0.max(self.gate.previous_recorded()));
+        // Step 1: the section; everything before `first` is published.
+        let turn = self.tail.enter();
+        let first = turn.first();
+        let recorded_at = Timestamp(now.0.max(turn.previous_recorded()));
 
         let mut seq = first;
         for item in items {
             let event = build(SequenceNumber(seq), recorded_at, item);
             let stored = self.slot_or_init(seq).map(|slot| slot.set(event));
             // Write side of the publication invariant: each slot is written
-            // exactly once, in ticket order (and exists: `has_room`).
+            // exactly once, in sequence order (and exists: `has_room`).
             debug_assert!(
                 matches!(stored, Some(Ok(()))),
                 "slot {seq} missing or written twice"
@@ -193,13 +191,13 @@ impl Log {
         debug_assert_eq!(seq, first + n, "iterator length lied");
         let last = seq - 1;
         persist(SequenceNumber(first), self);
-        // Step 4. Release (in `publish`): makes the slot writes above (and
+        // Step 3. Release (in `publish`): makes the slot writes above (and
         // recorded_at) visible to whoever Acquire-loads `published`.
-        self.gate.publish(last, recorded_at.0);
+        turn.publish(last, recorded_at.0);
 
         // Outside the serial section now: if this append reached the last
         // quarter of its chunk, allocate the next one, so that writers
-        // rarely allocate while others wait on their ticket.
+        // rarely allocate while others wait for the section.
         let (_, _, offset) = locate(last);
         if offset >= CHUNK_LEN / 4 * 3 {
             let _ = self.slot_or_init(last + (CHUNK_LEN - offset) as u64);

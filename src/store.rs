@@ -8,8 +8,9 @@
 //!   A shard lock is held only to find or insert an entry, never across an
 //!   append, so appends to different aggregates of one shard do not wait on
 //!   each other.
-//! - `log`: the global log (`src/log.rs`): one `AtomicU64` hands out
-//!   sequence numbers, readers see a contiguous prefix without locks.
+//! - `log`: the global log (`src/log.rs`): a short serial section hands
+//!   out sequence numbers and publishes them through one `AtomicU64`;
+//!   readers see a contiguous prefix without locks.
 //! - `client_ids`: the index of client-given event ids. Generated ids need
 //!   no index ([`crate::ids`]).
 //!
@@ -18,9 +19,9 @@
 //! A version CAS followed by a separate `fetch_add` for the sequence number
 //! can invert them: writer A wins v1, B wins v2 and takes its sequence number
 //! first, so along the aggregate sequence numbers would fall as versions
-//! rise. Taking the ticket while holding the aggregate's lock makes "check
-//! version, take sequence numbers, publish, advance version" one step per
-//! aggregate. The lock is uncontended unless writers share an aggregate, and
+//! rise. Entering the log's serial section while holding the aggregate's
+//! lock makes "check version, take sequence numbers, publish, advance
+//! version" one step per aggregate. The lock is uncontended unless writers share an aggregate, and
 //! then they conflict anyway: with a CAS loser retrying, the lock is the same
 //! serialisation with parking instead of spinning (see the benches).
 //!

@@ -1,5 +1,5 @@
-//! Loom model checks of the global log's ticket/publication protocol
-//! (`src/log/ticket.rs`): every interleaving of a few writers and a reader
+//! Loom model checks of the global log's serial section and publication
+//! (`src/log/tail.rs`): every interleaving of a few writers and a reader
 //! (up to a preemption bound), and every value the memory model lets each
 //! load return.
 //!
@@ -9,15 +9,15 @@
 //! ```
 //!
 //! The protocol file is compiled into this test (`#[path]`), where
-//! `cfg(all(loom, test))` gives it loom's atomics. The log's slots are
+//! `cfg(all(loom, test))` gives it loom's atomics and mutex. The log's slots are
 //! modelled as loom `AtomicU64`s written and read `Relaxed`, so only the
 //! Release/Acquire pairs on `published` can make a reader see them: if that
-//! ordering, or the wait for the turn, is wrong, a model below fails.
+//! ordering, or the section's exclusion, is wrong, a model below fails.
 //!
 //! Invariants checked:
 //! - a reader sees a contiguous prefix: every slot ≤ `head` is written;
 //! - `head` never goes backwards for a reader;
-//! - tickets are dense and unique: the reserved ranges tile 1..=total;
+//! - sequence numbers are dense and unique: the turns' ranges tile 1..=total;
 //! - `recorded_at` never decreases along the sequence, although the writers'
 //!   clocks (`now`) are deliberately out of order;
 //! - at the end everything is published, and nothing past it written.
@@ -28,21 +28,21 @@
 
 #![cfg(loom)]
 
-#[path = "../src/log/ticket.rs"]
-mod ticket;
+#[path = "../src/log/tail.rs"]
+mod tail;
 
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicU64, Ordering};
 use loom::thread;
 use std::collections::BTreeSet;
 use std::sync::Mutex;
-use ticket::TicketGate;
+use tail::Tail;
 
 /// Slots in the model: enough for the largest total below.
 const SLOTS: usize = 4;
 
 struct Shared {
-    gate: TicketGate,
+    tail: Tail,
     /// Slot `seq - 1` holds the `recorded_at` stamped on `seq` (always ≥ 1
     /// here), 0 while unwritten.
     slots: [AtomicU64; SLOTS],
@@ -55,12 +55,12 @@ fn slot(shared: &Shared, seq: u64) -> &AtomicU64 {
 /// One append of `n` events with the writer's clock at `now` (≥ 1): the
 /// same steps as `Log::append`. Returns the first sequence number.
 fn append(shared: &Shared, n: u64, now: i64) -> u64 {
-    let first = shared.gate.reserve(n);
-    shared.gate.wait_turn(first);
-    let recorded = now.max(shared.gate.previous_recorded());
+    let turn = shared.tail.enter();
+    let first = turn.first();
+    let recorded = now.max(turn.previous_recorded());
     let last = first + n - 1;
     for seq in first..=last {
-        // Written once, by the ticket holder.
+        // Written once, by the section's holder.
         assert_eq!(
             slot(shared, seq).load(Ordering::Relaxed),
             0,
@@ -68,15 +68,15 @@ fn append(shared: &Shared, n: u64, now: i64) -> u64 {
         );
         slot(shared, seq).store(u64::try_from(recorded).unwrap(), Ordering::Relaxed);
     }
-    shared.gate.publish(last, recorded);
+    turn.publish(last, recorded);
     first
 }
 
 /// What a reader sees: `head`, every slot at or below it written, then a
 /// later `head` no smaller. Returns the first `head`.
 fn read(shared: &Shared) -> u64 {
-    let head = shared.gate.head();
-    assert!(head <= SLOTS as u64, "head {head} beyond every ticket");
+    let head = shared.tail.head();
+    assert!(head <= SLOTS as u64, "head {head} beyond every append");
     for seq in 1..=head {
         assert_ne!(
             slot(shared, seq).load(Ordering::Relaxed),
@@ -84,13 +84,13 @@ fn read(shared: &Shared) -> u64 {
             "slot {seq} visible (head {head}) but not written"
         );
     }
-    let again = shared.gate.head();
+    let again = shared.tail.head();
     assert!(again >= head, "head went backwards: {head} then {again}");
     head
 }
 
 /// Every `head` a reader may see with these batch sizes: 0, and the end of
-/// every batch in every ticket order.
+/// every batch in every order of the turns.
 fn possible_heads(batches: &[u64]) -> BTreeSet<u64> {
     let mut heads = BTreeSet::from([0]);
     for (i, &n) in batches.iter().enumerate() {
@@ -119,7 +119,7 @@ fn check(writers: &'static [(u64, i64)], preemptions: usize) {
     builder.check(move || {
         executions_in_model.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let shared = Arc::new(Shared {
-            gate: TicketGate::new(),
+            tail: Tail::new(),
             slots: std::array::from_fn(|_| AtomicU64::new(0)),
         });
         let appends: Vec<_> = writers
@@ -142,13 +142,13 @@ fn check(writers: &'static [(u64, i64)], preemptions: usize) {
         // Dense and unique: the ranges tile 1..=total with no gap or overlap.
         let mut expected = 1;
         for &(first, n) in &ranges {
-            assert_eq!(first, expected, "tickets not dense: {ranges:?}");
+            assert_eq!(first, expected, "sequence numbers not dense: {ranges:?}");
             expected += n;
         }
         let total = expected - 1;
-        assert_eq!(shared.gate.head(), total, "not everything published");
+        assert_eq!(shared.tail.head(), total, "not everything published");
         // Every slot written, stamps non-decreasing along the sequence, and
-        // nothing written past the last ticket.
+        // nothing written past the last turn.
         let stamps: Vec<u64> = shared
             .slots
             .iter()
@@ -161,14 +161,14 @@ fn check(writers: &'static [(u64, i64)], preemptions: usize) {
         );
         assert!(
             rest.iter().all(|&s| s == 0),
-            "slot past the last ticket written: {stamps:?}"
+            "slot past the last turn written: {stamps:?}"
         );
         assert!(
             written.windows(2).all(|w| w[0] <= w[1]),
             "recorded_at went backwards along the sequence: {stamps:?}"
         );
         assert_eq!(
-            u64::try_from(shared.gate.previous_recorded()).unwrap(),
+            u64::try_from(shared.tail.enter().previous_recorded()).unwrap(),
             written[written.len() - 1]
         );
     });
@@ -191,7 +191,7 @@ fn check(writers: &'static [(u64, i64)], preemptions: usize) {
 // for each two-writer model at 4, ~127,000 (~15 s) for the three-writer
 // model at 2; the latter takes 1.7 million (minutes) at 3.
 
-/// Two writers, one taking two tickets, the later clock first.
+/// Two writers, one appending two events, the later clock first.
 #[test]
 fn two_writers_one_batch_and_a_reader() {
     check(&[(1, 20), (2, 10)], 4);
@@ -204,7 +204,7 @@ fn two_batches_and_a_reader() {
     check(&[(2, 10), (2, 5)], 4);
 }
 
-/// Three writers, four tickets, clocks in reverse spawn order.
+/// Three writers, four events, clocks in reverse spawn order.
 #[test]
 fn three_writers_and_a_reader() {
     check(&[(1, 30), (1, 20), (2, 10)], 2);
