@@ -128,7 +128,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match run(&config, store, input, output) {
+    // Kept past `run` and never dropped: freeing every stored event one by
+    // one at exit is pure waste (measured ~50 ms for a million events, on
+    // one thread, after the last reply) when the process is about to hand
+    // all its memory back at once. Nothing is lost: every record is written
+    // before its reply, and the kernel closes the files.
+    let keep = Arc::clone(&store);
+    let result = run(&config, store, input, output);
+    std::mem::forget(keep);
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("eventstore: {e}");
