@@ -80,7 +80,7 @@ pub(crate) struct RawBody<'a> {
     pub(crate) node_ids: Option<JsonText<'a>>,
 }
 
-#[derive(Deserialize, Debug, PartialEq)]
+#[derive(Deserialize, Debug, Default, PartialEq)]
 struct RawEnvelope<'a> {
     #[serde(borrow)]
     src: Option<JsonText<'a>>,
@@ -108,7 +108,7 @@ struct LooseBody<'a> {
 }
 
 /// One element of an `events` array.
-#[derive(Deserialize, Debug, PartialEq)]
+#[derive(Deserialize, Debug, Default, PartialEq)]
 pub(crate) struct RawEvent<'a> {
     #[serde(borrow)]
     pub(crate) event_type: Option<JsonText<'a>>,
@@ -120,114 +120,76 @@ pub(crate) struct RawEvent<'a> {
     pub(crate) event_id: Option<JsonText<'a>>,
 }
 
-/// The body's field names, in `RawBody`'s order (the fast path's slots).
-#[cfg(test)]
-const BODY_FIELDS: [&str; 17] = [
-    "type",
-    "msg_id",
-    "aggregate_id",
-    "event_type",
-    "event_data",
-    "metadata",
-    "event_id",
-    "events",
-    "version",
-    "state",
-    "use_snapshot",
-    "timestamp",
-    "from_version",
-    "from_sequence",
-    "max_count",
-    "node_id",
-    "node_ids",
-];
-
-/// An event's field names, in `RawEvent`'s order.
-#[cfg(test)]
-const EVENT_FIELDS: [&str; 4] = ["event_type", "event_data", "metadata", "event_id"];
-
-/// The slot of a body field (`BODY_FIELDS[i] == key`): a `match`, which
-/// compiles to a switch on the length and inline compares.
-fn body_slot(key: &str) -> Option<usize> {
-    Some(match key {
-        "type" => 0,
-        "msg_id" => 1,
-        "aggregate_id" => 2,
-        "event_type" => 3,
-        "event_data" => 4,
-        "metadata" => 5,
-        "event_id" => 6,
-        "events" => 7,
-        "version" => 8,
-        "state" => 9,
-        "use_snapshot" => 10,
-        "timestamp" => 11,
-        "from_version" => 12,
-        "from_sequence" => 13,
-        "max_count" => 14,
-        "node_id" => 15,
-        "node_ids" => 16,
-        _ => return None,
-    })
-}
-
-/// The slot of an event field (`EVENT_FIELDS[i] == key`).
-fn event_slot(key: &str) -> Option<usize> {
-    Some(match key {
-        "event_type" => 0,
-        "event_data" => 1,
-        "metadata" => 2,
-        "event_id" => 3,
-        _ => return None,
-    })
-}
-
 /// A field where `null` means "not given" (as serde's `Option`).
-fn optional(text: Option<&str>) -> Option<JsonText<'_>> {
-    text.filter(|&t| t != "null").map(JsonText::trusted)
+fn optional(text: &str) -> Option<JsonText<'_>> {
+    (text != "null").then(|| JsonText::trusted(text))
 }
 
 /// A payload field, where `null` is a value.
-fn payload(text: Option<&str>) -> Payload<'_> {
-    Payload(text.map(JsonText::trusted))
+fn payload(text: &str) -> Payload<'_> {
+    Payload(Some(JsonText::trusted(text)))
 }
 
 impl<'a> RawBody<'a> {
-    fn from_fields(f: [Option<&'a str>; 17]) -> RawBody<'a> {
-        RawBody {
-            kind: optional(f[0]),
-            msg_id: optional(f[1]),
-            aggregate_id: optional(f[2]),
-            event_type: optional(f[3]),
-            event_data: payload(f[4]),
-            metadata: optional(f[5]),
-            event_id: optional(f[6]),
-            events: optional(f[7]),
-            version: optional(f[8]),
-            state: payload(f[9]),
-            use_snapshot: optional(f[10]),
-            timestamp: optional(f[11]),
-            from_version: optional(f[12]),
-            from_sequence: optional(f[13]),
-            max_count: optional(f[14]),
-            node_id: optional(f[15]),
-            node_ids: optional(f[16]),
-        }
+    /// The fast path's setter: stores a known field's text and returns its
+    /// bit (for duplicate detection), or 0 for an unknown key. A `match` on
+    /// the key compiles to a switch on its length and inline compares.
+    fn set(&mut self, key: &str, text: &'a str) -> u32 {
+        let (bit, field) = match key {
+            "type" => (0, &mut self.kind),
+            "msg_id" => (1, &mut self.msg_id),
+            "aggregate_id" => (2, &mut self.aggregate_id),
+            "event_type" => (3, &mut self.event_type),
+            "event_data" => {
+                self.event_data = payload(text);
+                return 1 << 4;
+            }
+            "metadata" => (5, &mut self.metadata),
+            "event_id" => (6, &mut self.event_id),
+            "events" => (7, &mut self.events),
+            "version" => (8, &mut self.version),
+            "state" => {
+                self.state = payload(text);
+                return 1 << 9;
+            }
+            "use_snapshot" => (10, &mut self.use_snapshot),
+            "timestamp" => (11, &mut self.timestamp),
+            "from_version" => (12, &mut self.from_version),
+            "from_sequence" => (13, &mut self.from_sequence),
+            "max_count" => (14, &mut self.max_count),
+            "node_id" => (15, &mut self.node_id),
+            "node_ids" => (16, &mut self.node_ids),
+            _ => return 0,
+        };
+        *field = optional(text);
+        1 << bit
     }
 }
 
 impl<'a> RawEvent<'a> {
+    /// As [`RawBody::set`], for one element of an `events` array.
+    fn set(&mut self, key: &str, text: &'a str) -> u32 {
+        let (bit, field) = match key {
+            "event_type" => (0, &mut self.event_type),
+            "event_data" => {
+                self.event_data = payload(text);
+                return 1 << 1;
+            }
+            "metadata" => (2, &mut self.metadata),
+            "event_id" => (3, &mut self.event_id),
+            _ => return 0,
+        };
+        *field = optional(text);
+        1 << bit
+    }
+
     /// One element of an `events` array (an object).
     pub(crate) fn parse(item: JsonText<'a>) -> Result<RawEvent<'a>, serde_json::Error> {
-        let fast = scan::fields::<4>(&mut Scanner::new(item.get()), event_slot);
-        match fast {
-            Some(f) => Ok(RawEvent {
-                event_type: optional(f[0]),
-                event_data: payload(f[1]),
-                metadata: optional(f[2]),
-                event_id: optional(f[3]),
-            }),
-            None => serde_json::from_str(item.get()),
+        let mut event = RawEvent::default();
+        let mut s = Scanner::new(item.get());
+        match scan::members(&mut s, |key, text| event.set(key, text)) {
+            Some(()) if s.at_end() => Ok(event),
+            _ => serde_json::from_str(item.get()),
         }
     }
 }
@@ -240,35 +202,42 @@ pub(crate) fn elements(raw: JsonText<'_>) -> Result<Vec<JsonText<'_>>, serde_jso
     }
 }
 
-/// The fast path over a whole line: `None` leaves the line to serde.
-fn fast_envelope(line: &str) -> Option<RawEnvelope<'_>> {
+/// The fast path over a whole line, filling `envelope` in place (it is
+/// large: returning it by value costs copies). `None` leaves the line to
+/// serde, and `envelope` half filled.
+fn fast_envelope<'a>(line: &'a str, envelope: &mut RawEnvelope<'a>) -> Option<()> {
     let mut s = Scanner::new(line);
-    let (mut src, mut dest, mut body) = (None, None, None);
+    let mut seen = 0u32;
     s.object(|s, key, escaped| {
-        let seen = match key {
-            _ if escaped => return None,
-            "src" => &mut src,
-            "dest" => &mut dest,
+        if escaped {
+            return None;
+        }
+        let bit = match key {
+            "src" => {
+                envelope.src = optional(s.value()?);
+                1
+            }
+            "dest" => {
+                envelope.dest = optional(s.value()?);
+                2
+            }
             "body" => {
-                if body.is_some() || !s.at_object() {
+                if !s.at_object() {
                     return None;
                 }
-                body = Some(RawBody::from_fields(scan::fields::<17>(s, body_slot)?));
-                return Some(());
+                let body = envelope.body.insert(RawBody::default());
+                scan::members(s, |key, text| body.set(key, text))?;
+                4
             }
             _ => return s.value().map(drop),
         };
-        if seen.is_some() {
+        if seen & bit != 0 {
             return None;
         }
-        *seen = Some(s.value()?);
+        seen |= bit;
         Some(())
     })?;
-    s.at_end().then(|| RawEnvelope {
-        src: optional(src),
-        dest: optional(dest),
-        body,
-    })
+    s.at_end().then_some(())
 }
 
 /// Decodes one line (without its newline).
@@ -278,38 +247,35 @@ pub fn decode(line: &[u8]) -> Message<'_> {
     let Ok(line) = std::str::from_utf8(line) else {
         return Message::Unanswerable("line ignored: not valid UTF-8".to_owned());
     };
-    let envelope = match fast_envelope(line) {
-        Some(envelope) => {
-            // Read side of the fast path's contract (write side: `scan`):
-            // whatever it accepts, serde accepts with the same fields.
-            debug_assert_eq!(
-                Some(&envelope),
-                serde_json::from_str::<RawEnvelope<'_>>(line).ok().as_ref(),
-                "the fast path disagrees with serde on {line}"
-            );
-            Ok(envelope)
+    let mut envelope = RawEnvelope::default();
+    if fast_envelope(line, &mut envelope).is_some() {
+        // Read side of the fast path's contract (write side: `scan`):
+        // whatever it accepts, serde accepts with the same fields.
+        debug_assert_eq!(
+            Some(&envelope),
+            serde_json::from_str::<RawEnvelope<'_>>(line).ok().as_ref(),
+            "the fast path disagrees with serde on {line}"
+        );
+    } else {
+        match serde_json::from_str::<RawEnvelope<'_>>(line) {
+            Ok(parsed) => envelope = parsed,
+            Err(strict) => return decode_loose(line, strict),
         }
-        None => serde_json::from_str::<RawEnvelope<'_>>(line),
-    };
-    match envelope {
-        Ok(RawEnvelope { src, dest, body }) => {
-            let (Some(src), Some(body)) = (src.filter(|s| is_string(*s)), body) else {
-                return Message::Unanswerable(missing_envelope(src.is_some()));
-            };
-            let dest = dest.filter(|d| is_string(*d));
-            let (msg_id, request) = match msg_id(body.msg_id) {
-                Ok(id) => (id, decode_body(&body)),
-                Err(e) => (None, Err(e)),
-            };
-            Message::Envelope(Envelope {
-                src,
-                dest,
-                msg_id,
-                request,
-            })
-        }
-        Err(strict) => decode_loose(line, strict),
     }
+    let (Some(src), Some(body)) = (envelope.src.filter(|s| is_string(*s)), &envelope.body) else {
+        return Message::Unanswerable(missing_envelope(envelope.src.is_some()));
+    };
+    let dest = envelope.dest.filter(|d| is_string(*d));
+    let (msg_id, request) = match msg_id(body.msg_id) {
+        Ok(id) => (id, decode_body(body)),
+        Err(e) => (None, Err(e)),
+    };
+    Message::Envelope(Envelope {
+        src,
+        dest,
+        msg_id,
+        request,
+    })
 }
 
 fn missing_envelope(has_src: bool) -> String {
@@ -354,8 +320,9 @@ mod tests {
     /// accept with the same fields.
     fn agrees(line: &str) -> bool {
         let serde = serde_json::from_str::<RawEnvelope<'_>>(line);
-        match fast_envelope(line) {
-            Some(fast) => {
+        let mut fast = RawEnvelope::default();
+        match fast_envelope(line, &mut fast) {
+            Some(()) => {
                 assert_eq!(Some(&fast), serde.as_ref().ok(), "{line}");
                 true
             }
@@ -402,15 +369,56 @@ mod tests {
     }
 
     #[test]
-    fn slots_follow_the_field_lists() {
-        for (i, name) in BODY_FIELDS.iter().enumerate() {
-            assert_eq!(body_slot(name), Some(i), "{name}");
-        }
-        for (i, name) in EVENT_FIELDS.iter().enumerate() {
-            assert_eq!(event_slot(name), Some(i), "{name}");
-        }
-        assert_eq!(body_slot("Type"), None);
-        assert_eq!(event_slot("type"), None);
+    fn setters_know_every_field_once() {
+        let names = [
+            "type",
+            "msg_id",
+            "aggregate_id",
+            "event_type",
+            "event_data",
+            "metadata",
+            "event_id",
+            "events",
+            "version",
+            "state",
+            "use_snapshot",
+            "timestamp",
+            "from_version",
+            "from_sequence",
+            "max_count",
+            "node_id",
+            "node_ids",
+        ];
+        let mut body = RawBody::default();
+        let bits: u32 = names.iter().map(|n| body.set(n, "1")).fold(0, |a, b| {
+            assert_eq!(a & b, 0, "two fields share a bit");
+            a | b
+        });
+        assert_eq!(bits.count_ones() as usize, names.len());
+        let one = Some(JsonText::trusted("1"));
+        let expected = RawBody {
+            kind: one,
+            msg_id: one,
+            aggregate_id: one,
+            event_type: one,
+            event_data: Payload(one),
+            metadata: one,
+            event_id: one,
+            events: one,
+            version: one,
+            state: Payload(one),
+            use_snapshot: one,
+            timestamp: one,
+            from_version: one,
+            from_sequence: one,
+            max_count: one,
+            node_id: one,
+            node_ids: one,
+        };
+        assert_eq!(body, expected);
+        assert_eq!(body.set("Type", "1"), 0);
+        let mut event = RawEvent::default();
+        assert_eq!(event.set("type", "1"), 0);
     }
 
     #[test]

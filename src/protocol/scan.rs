@@ -260,29 +260,26 @@ impl<'a> Scanner<'a> {
     }
 }
 
-/// The members of an object whose keys are matched against known field
-/// names: each known key's value text, with duplicates and escaped keys
-/// refused (`None`: let serde_json decide). Unknown keys are validated and
-/// skipped. `slot` maps a key to its index in `N` slots.
-pub(crate) fn fields<'a, const N: usize>(
+/// Walks an object whose known keys are stored by `set`, which gets each
+/// key and its value's text and returns the key's bit (0 for an unknown
+/// key, which is only validated). Refuses (`None`: let serde_json decide)
+/// an escaped key and a known key given twice.
+pub(crate) fn members<'a>(
     scanner: &mut Scanner<'a>,
-    slot: impl Fn(&str) -> Option<usize>,
-) -> Option<[Option<&'a str>; N]> {
-    let mut found = [None; N];
+    mut set: impl FnMut(&str, &'a str) -> u32,
+) -> Option<()> {
+    let mut seen = 0u32;
     scanner.object(|s, key, escaped| {
         if escaped {
             return None;
         }
-        let text = s.value()?;
-        if let Some(i) = slot(key) {
-            if found[i].is_some() {
-                return None;
-            }
-            found[i] = Some(text);
+        let bit = set(key, s.value()?);
+        if seen & bit != 0 {
+            return None;
         }
+        seen |= bit;
         Some(())
-    })?;
-    Some(found)
+    })
 }
 
 /// The elements of an array given as text, each as raw text.
@@ -384,9 +381,19 @@ mod tests {
     }
 
     #[test]
-    fn fields_refuse_duplicates_and_escaped_keys() {
-        let slot = |k: &str| ["a", "b"].iter().position(|&n| n == k);
-        let get = |t: &'static str| fields::<2>(&mut Scanner::new(t), slot);
+    fn members_refuse_duplicates_and_escaped_keys() {
+        let get = |t: &'static str| {
+            let mut found = [None; 2];
+            let bit = |k: &str| ["a", "b"].iter().position(|&n| n == k);
+            members(&mut Scanner::new(t), |k, v| match bit(k) {
+                Some(i) => {
+                    found[i] = Some(v);
+                    1 << i
+                }
+                None => 0,
+            })
+            .map(|()| found)
+        };
         assert_eq!(
             get(r#"{"a":1,"x":[true],"b":"s"}"#),
             Some([Some("1"), Some("\"s\"")])
