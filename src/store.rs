@@ -367,6 +367,14 @@ impl EventStore {
             }
             None => self.find_or_create(aggregate_id),
         };
+        // Before the locks, to keep them short: the clock read (the log
+        // stamps `max(now, previous)`, so a reading taken a little early
+        // never breaks monotonic `recorded_at`), and the capacity check (a
+        // load of the contended head; it keeps a margin of 2^20 events).
+        if !self.log.has_room(prepared.as_slice().len() as u64) {
+            return Err(InvalidAppend::new("events", "the store is full (2^38 events)").into());
+        }
+        let now = Timestamp::now();
         let _gate = has_client_ids.then(|| self.id_gate.lock());
         let mut stream = aggregate.stream.lock();
         if has_client_ids
@@ -378,15 +386,11 @@ impl EventStore {
         if !expected.matches(current) {
             return Err(concurrency(expected, current));
         }
-        if !self.log.has_room(prepared.as_slice().len() as u64) {
-            return Err(InvalidAppend::new("events", "the store is full (2^38 events)").into());
-        }
         let ids: Vec<Option<EventId>> = if has_client_ids {
             prepared.as_slice().iter().map(|p| p.id).collect()
         } else {
             Vec::new()
         };
-        let now = Timestamp::now();
         let appended = match prepared {
             Prepared::One(p) => self.commit(&aggregate, &mut stream, std::iter::once(p), now),
             Prepared::Many(v) => self.commit(&aggregate, &mut stream, v.into_iter(), now),
