@@ -367,13 +367,9 @@ impl EventStore {
             }
             None => self.find_or_create(aggregate_id),
         };
-        // Before the locks, to keep them short: the clock read (the log
-        // stamps `max(now, previous)`, so a reading taken a little early
-        // never breaks monotonic `recorded_at`), and the capacity check (a
-        // load of the contended head; it keeps a margin of 2^20 events).
-        if !self.log.has_room(prepared.as_slice().len() as u64) {
-            return Err(InvalidAppend::new("events", "the store is full (2^38 events)").into());
-        }
+        // Before the locks, to keep them short: the log stamps
+        // `max(now, previous)`, so a reading taken a little early never
+        // breaks monotonic `recorded_at`.
         let now = Timestamp::now();
         let _gate = has_client_ids.then(|| self.id_gate.lock());
         let mut stream = aggregate.stream.lock();
@@ -394,7 +390,8 @@ impl EventStore {
         let appended = match prepared {
             Prepared::One(p) => self.commit(&aggregate, &mut stream, std::iter::once(p), now),
             Prepared::Many(v) => self.commit(&aggregate, &mut stream, v.into_iter(), now),
-        };
+        }
+        .ok_or_else(|| InvalidAppend::new("events", "the store is full (2^38 events)"))?;
         for (seq, id) in appended.positions.iter().zip(ids) {
             if let Some(id) = id.filter(|&id| !self.ids.is_tagged(id)) {
                 self.client_ids.insert(id, seq);
@@ -404,14 +401,15 @@ impl EventStore {
     }
 
     /// Puts prepared events at the end of the log and of the aggregate. The
-    /// caller holds the aggregate's lock and has done every check.
+    /// caller holds the aggregate's lock and has done every check. `None`
+    /// (nothing appended) if the log is full.
     pub(crate) fn commit(
         &self,
         aggregate: &Arc<Aggregate>,
         stream: &mut MutexGuard<'_, Stream>,
         payloads: impl ExactSizeIterator<Item = Payload>,
         now: Timestamp,
-    ) -> Appended {
+    ) -> Option<Appended> {
         let count = payloads.len() as u64;
         let mut version = stream.version().0;
         let first_version = Version(version + 1);
@@ -433,7 +431,7 @@ impl EventStore {
                 );
             }
         };
-        let first = self.log.append(payloads, now, build, persist);
+        let first = self.log.append(payloads, now, build, persist)?;
         let before = stream.seqs.len() as u64;
         stream
             .seqs
@@ -446,11 +444,11 @@ impl EventStore {
             "sequence numbers fell along aggregate {}",
             aggregate.name
         );
-        Appended {
+        Some(Appended {
             positions: Positions::Consecutive { first, count },
             version: Version(version),
             duplicate: false,
-        }
+        })
     }
 
     /// Records a client-given id (recovery; appends do it themselves).
@@ -736,12 +734,14 @@ mod tests {
         let aggregate = store.find_or_create(aggregate_id);
         let mut stream = aggregate.stream.lock();
         let payload = Payload::pack(&NewEvent::new("T", &data));
-        let done = store.commit(
-            &aggregate,
-            &mut stream,
-            std::iter::once(payload),
-            Timestamp(micros),
-        );
+        let done = store
+            .commit(
+                &aggregate,
+                &mut stream,
+                std::iter::once(payload),
+                Timestamp(micros),
+            )
+            .unwrap();
         done.positions.first()
     }
 

@@ -95,7 +95,8 @@ pub(crate) struct Tail {
 /// The right to write the next sequence numbers: held from [`Tail::enter`]
 /// to [`Turn::publish`]. Nothing the holder does in between may panic: the
 /// section would unlock without publishing, and the next holder would find
-/// slots already written.
+/// slots already written. (Dropping a turn before writing anything is
+/// fine: the next holder gets the same first sequence number.)
 pub(crate) struct Turn<'a> {
     tail: &'a Tail,
     held: MutexGuard<'a, Held>,

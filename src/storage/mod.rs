@@ -233,7 +233,11 @@ impl EventStore {
                     .iter()
                     .map(|e| Payload::restored(e.event_type, e.data, e.metadata, EventId(e.id)))
                     .collect();
-                let appended = self.commit(&aggregate, &mut stream, payloads.into_iter(), at);
+                let appended = self
+                    .commit(&aggregate, &mut stream, payloads.into_iter(), at)
+                    .ok_or_else(|| {
+                        "the log holds more events than a store can (2^38)".to_owned()
+                    })?;
                 for (seq, e) in appended.positions.iter().zip(&events) {
                     if e.client_id {
                         self.index_client_id(EventId(e.id), seq);
