@@ -133,7 +133,7 @@ impl Log {
     }
 
     /// The slot of `seq`, allocating its table and chunk if needed. `None`
-    /// only beyond [`CAPACITY`], which appends check before entering the section.
+    /// only beyond [`CAPACITY`], which `append` checks first.
     fn slot_or_init(&self, seq: u64) -> Option<&OnceLock<Event>> {
         let (table, chunk, offset) = locate(seq);
         let table = self.tables.get(table)?.get_or_init(new_table);
@@ -144,7 +144,8 @@ impl Log {
     /// returns the first, or `None` (appending nothing) if they would not
     /// fit within [`CAPACITY`]: checked inside the serial section, where the
     /// next sequence number is known exactly, so that no append pays for a
-    /// load of the contended head beforehand. `build` turns each prepared item into its event
+    /// load of the contended head beforehand. `build` turns each prepared
+    /// item into its event
     /// given its sequence number and timestamp; it must not panic.
     ///
     /// `now` is the caller's reading of the clock (taken before the section,

@@ -79,9 +79,9 @@ pub fn default_workers() -> usize {
 
 /// Largest batch the reader processes itself when no batch is queued for
 /// the workers (see `run_parallel`). A saturated pipe delivers 64 KiB or
-/// more per read, so this only catches input that trickles in, where the
-/// wake-up of a worker thread would dominate the reply's latency (measured
-/// on a 2-vCPU VM: ping-pong p50 ~75 µs through a worker, ~4 µs inline).
+/// more per read, so this only catches input that trickles in, where
+/// handing the batch to a worker would add a futex wake-up of another
+/// thread (tens of µs on a VM whose vCPU idles) to every reply.
 const INLINE_BATCH_BYTES: usize = 4 * 1024;
 
 /// Why the node stopped early.
