@@ -4,9 +4,9 @@
 //! slice of the line, never copied or parsed into a tree); `request.rs`
 //! then checks them one by one so that an error can name the field.
 //!
-//! Two paths produce the same [`RawBody`]:
+//! Two paths produce the same `RawBody`:
 //!
-//! - the **fast path**, [`scan`]: one pass over the line, validating it
+//! - the **fast path**, `scan`: one pass over the line, validating it
 //!   and slicing out the known fields. It refuses anything unusual
 //!   (invalid JSON, a duplicate field, an escaped key, deep nesting);
 //! - the **serde path**: serde_json's derived deserialiser over the same
@@ -18,7 +18,7 @@
 //!
 //! The fast path never accepts a line the serde path would refuse, and
 //! yields the same field texts when both accept: unit tests below, the
-//! debug assertion in [`JsonText::trusted`] and the `node_lines` fuzz
+//! debug assertions in `decode` and `JsonText::trusted`, and the `node_lines` fuzz
 //! target check it.
 //!
 //! `null` counts as "not given" for every field except the JSON payloads
