@@ -375,6 +375,41 @@ fn pipelined_requests_come_back_in_order() {
 }
 
 #[test]
+fn small_batches_the_reader_serves_itself_wait_for_the_bursts_before_them() {
+    // A burst (one write of many lines: large batches, taken by workers),
+    // then single lines right behind it (small batches that the reader may
+    // process itself while workers still hold the burst): replies must come
+    // back in input order, each append with the next sequence number.
+    let mut s = Session::start(&["--workers", "4"]);
+    let mut next = 1u64;
+    for round in 0..4 {
+        let burst: Vec<String> = (0..1500)
+            .map(|k| {
+                req(append(
+                    next + k,
+                    "hot",
+                    "T",
+                    json!({"r": round}),
+                    json!("any"),
+                ))
+            })
+            .collect();
+        s.send(&burst.join("\n"));
+        next += 1500;
+        for _ in 0..5 {
+            s.send(&req(append(next, "hot", "T", json!({}), json!("any"))));
+            next += 1;
+        }
+    }
+    for i in 1..next {
+        assert_matches(&s.recv()["body"], &appended(i, i));
+    }
+    let (status, rest, stderr) = s.finish();
+    assert!(status.success(), "exit {status:?}\nstderr:\n{stderr}");
+    assert!(rest.is_empty(), "unexpected replies: {rest:?}");
+}
+
+#[test]
 fn end_of_input_flushes_every_reply() {
     let lines: Vec<String> = (1..=2000)
         .map(|i| req(append(i, "a", "T", json!({}), json!(i - 1))))
