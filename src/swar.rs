@@ -35,37 +35,45 @@ fn control_bytes(x: u64) -> u64 {
     x.wrapping_sub(splat(0x20)) & !x & HIGHS
 }
 
-/// Runs `test` over `bytes` eight at a time, then the tail byte by byte;
-/// the index of the first byte flagged.
-fn first(bytes: &[u8], word: impl Fn(u64) -> u64, byte: impl Fn(u8) -> bool) -> Option<usize> {
-    let mut chunks = bytes.chunks_exact(8);
-    let mut at = 0;
-    for chunk in &mut chunks {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(chunk);
+/// The index of the first byte at or after `from` that `word` flags
+/// (testing eight bytes at a time) or, in the last few bytes, that `byte`
+/// accepts.
+#[inline(always)]
+fn first_from(
+    bytes: &[u8],
+    mut from: usize,
+    word: impl Fn(u64) -> u64,
+    byte: impl Fn(u8) -> bool,
+) -> Option<usize> {
+    while let Some(chunk) = bytes.get(from..from + 8) {
+        let Ok(w) = <[u8; 8]>::try_from(chunk) else {
+            break;
+        };
         let hits = word(u64::from_le_bytes(w));
         if hits != 0 {
-            return Some(at + (hits.trailing_zeros() / 8) as usize);
+            return Some(from + (hits.trailing_zeros() / 8) as usize);
         }
-        at += 8;
+        from += 8;
     }
-    chunks
-        .remainder()
+    bytes
+        .get(from..)?
         .iter()
         .position(|&b| byte(b))
-        .map(|p| at + p)
+        .map(|p| from + p)
 }
 
 /// The index of the first `needle` in `bytes`.
 pub(crate) fn find(bytes: &[u8], needle: u8) -> Option<usize> {
-    first(bytes, |x| zero_bytes(x ^ splat(needle)), |b| b == needle)
+    first_from(bytes, 0, |x| zero_bytes(x ^ splat(needle)), |b| b == needle)
 }
 
-/// The index of the first byte that cannot appear unescaped inside a JSON
-/// string: `"`, `\` or a control character (below 0x20).
-pub(crate) fn find_string_special(bytes: &[u8]) -> Option<usize> {
-    first(
+/// The index of the first byte at or after `from` that cannot appear
+/// unescaped inside a JSON string: `"`, `\` or a control character (below
+/// 0x20).
+pub(crate) fn find_string_special(bytes: &[u8], from: usize) -> Option<usize> {
+    first_from(
         bytes,
+        from,
         |x| zero_bytes(x ^ splat(b'"')) | zero_bytes(x ^ splat(b'\\')) | control_bytes(x),
         |b| b == b'"' || b == b'\\' || b < 0x20,
     )
@@ -94,7 +102,13 @@ mod tests {
                         if at + 1 < len {
                             v[at + 1] = decoy;
                         }
-                        assert_eq!(find_string_special(&v), naive_special(&v), "{v:?}");
+                        assert_eq!(find_string_special(&v, 0), naive_special(&v), "{v:?}");
+                        let from = at.min(3);
+                        assert_eq!(
+                            find_string_special(&v, from),
+                            naive_special(&v[from..]).map(|p| p + from),
+                            "{v:?} from {from}"
+                        );
                         assert_eq!(find(&v, b'\n'), v.iter().position(|&c| c == b'\n'), "{v:?}");
                     }
                 }

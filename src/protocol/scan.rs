@@ -89,7 +89,7 @@ impl<'a> Scanner<'a> {
         let mut i = start;
         let mut escaped = false;
         loop {
-            i += crate::swar::find_string_special(b.get(i..)?)?;
+            i = crate::swar::find_string_special(b, i)?;
             match *b.get(i)? {
                 b'"' => {
                     self.pos = i + 1;
