@@ -21,6 +21,7 @@
 //! log.rs        the global log: fixed chunks of OnceLock slots, lock-free reads
 //!   tail.rs       the serial section (barging mutex) and the published head (loom-checked)
 //! store.rs      EventStore: aggregates in a DashMap, append, reads
+//!   recent.rs     per-thread memo of the last aggregate looked up (spares the shard lock)
 //! snapshot.rs   snapshots, replay, state-at-time (plans executed later)
 //! error.rs      error enums with protocol-ready messages
 //! storage/      durability: checksummed segment files, group commit, recovery

@@ -53,6 +53,8 @@ use parking_lot::{Mutex, MutexGuard};
 use std::collections::HashSet;
 use std::sync::Arc;
 
+mod recent;
+
 /// Largest event type, data or metadata text the store accepts, in bytes
 /// (the packed payload stores lengths as `u32`).
 pub const MAX_EVENT_PART_BYTES: usize = u32::MAX as usize;
@@ -190,6 +192,9 @@ pub struct EventStore {
     pub(crate) ids: IdScheme,
     /// The write-ahead log of a durable store (`None`: in memory only).
     pub(crate) wal: Option<Wal>,
+    /// Process-unique: keys this store's entries in the per-thread lookup
+    /// memo (`store/recent.rs`).
+    id: u64,
 }
 
 impl Default for EventStore {
@@ -222,6 +227,7 @@ impl EventStore {
             id_gate: Mutex::new(()),
             ids,
             wal: None,
+            id: recent::new_store_id(),
         }
     }
 
@@ -258,6 +264,21 @@ impl EventStore {
         self.aggregates.get(aggregate_id).map(|a| Arc::clone(&a))
     }
 
+    /// [`EventStore::find`], answered from this thread's memo when its last
+    /// lookup was the same aggregate (see `store/recent.rs`).
+    pub(crate) fn find_recent(&self, aggregate_id: &str) -> Option<Arc<Aggregate>> {
+        if let Some(a) = recent::recall(self.id, aggregate_id) {
+            // Read side of "an entry never changes once in the map".
+            debug_assert!(self.find(aggregate_id).is_some_and(|m| Arc::ptr_eq(&a, &m)));
+            return Some(a);
+        }
+        let found = self.find(aggregate_id);
+        if let Some(a) = &found {
+            recent::remember(self.id, aggregate_id, a);
+        }
+        found
+    }
+
     pub(crate) fn find_or_create(&self, aggregate_id: &str) -> Arc<Aggregate> {
         if let Some(a) = self.find(aggregate_id) {
             return a;
@@ -274,7 +295,7 @@ impl EventStore {
 
     /// The aggregate's current version (0 for an unknown aggregate).
     pub fn version(&self, aggregate_id: &str) -> Version {
-        self.find(aggregate_id)
+        self.find_recent(aggregate_id)
             .map_or(Version::INITIAL, |a| a.stream.lock().version())
     }
 
@@ -360,7 +381,7 @@ impl EventStore {
         let has_client_ids = prepared.as_slice().iter().any(|p| p.id.is_some());
         // Fast path for stale appends to aggregates that do not exist: no
         // entry is created for a request that will be rejected.
-        let aggregate = match found.or_else(|| self.find(aggregate_id)) {
+        let aggregate = match found.or_else(|| self.find_recent(aggregate_id)) {
             Some(a) => a,
             None if !has_client_ids && !expected.matches(Version::INITIAL) => {
                 return Err(concurrency(expected, Version::INITIAL));
@@ -743,6 +764,26 @@ mod tests {
             )
             .unwrap();
         done.positions.first()
+    }
+
+    #[test]
+    fn the_lookup_memo_never_answers_for_another_store() {
+        let a = EventStore::new();
+        commit_at(&a, "x", 1);
+        let b = EventStore::new();
+        commit_at(&b, "x", 1);
+        commit_at(&b, "x", 2);
+        let in_b = b.find_recent("x").unwrap();
+        let in_a = a.find_recent("x").unwrap();
+        assert!(!Arc::ptr_eq(&in_a, &in_b));
+        assert!(Arc::ptr_eq(&a.find_recent("x").unwrap(), &in_a));
+        assert_eq!((a.version("x"), b.version("x")), (Version(1), Version(2)));
+        assert_eq!(a.version("y"), Version(0));
+        drop((a, in_a));
+        // A new store may take the dropped one's address: still no answer.
+        let c = EventStore::new();
+        assert!(c.find_recent("x").is_none());
+        assert_eq!(c.version("x"), Version(0));
     }
 
     #[test]
