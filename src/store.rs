@@ -19,11 +19,12 @@
 //! A version CAS followed by a separate `fetch_add` for the sequence number
 //! can invert them: writer A wins v1, B wins v2 and takes its sequence number
 //! first, so along the aggregate sequence numbers would fall as versions
-//! rise. Entering the log's serial section while holding the aggregate's
-//! lock makes "check version, take sequence numbers, publish, advance
-//! version" one step per aggregate. The lock is uncontended unless writers share an aggregate, and
-//! then they conflict anyway: with a CAS loser retrying, the lock is the same
-//! serialisation with parking instead of spinning (see the benches).
+//! rise. Entering the log's serial section while holding the aggregate's lock
+//! makes "check version, take sequence numbers, publish, advance version" one
+//! step per aggregate. The lock is uncontended unless writers share an
+//! aggregate, and then they conflict anyway: with a CAS loser retrying, the
+//! lock is the same serialisation with parking instead of spinning (see the
+//! benches).
 //!
 //! # Invariants (each checked by tests in `tests/engine_*.rs`)
 //!
@@ -359,7 +360,13 @@ impl EventStore {
         expected: ExpectedVersion,
         prepared: Prepared,
     ) -> Result<Appended, AppendError> {
-        self.append_prepared_to(None, aggregate_id, expected, prepared)
+        // Through the per-thread memo: a library caller typically read this
+        // aggregate's version just before (see `store/recent.rs`). The node
+        // calls `append_prepared_to` directly: its aggregates come from the
+        // parallel `protocol::resolve` step, or vary request by request,
+        // where the memo would only add work.
+        let found = self.find_recent(aggregate_id);
+        self.append_prepared_to(found, aggregate_id, expected, prepared)
     }
 
     /// [`EventStore::append_prepared`] given the aggregate's entry if the
@@ -381,7 +388,7 @@ impl EventStore {
         let has_client_ids = prepared.as_slice().iter().any(|p| p.id.is_some());
         // Fast path for stale appends to aggregates that do not exist: no
         // entry is created for a request that will be rejected.
-        let aggregate = match found.or_else(|| self.find_recent(aggregate_id)) {
+        let aggregate = match found.or_else(|| self.find(aggregate_id)) {
             Some(a) => a,
             None if !has_client_ids && !expected.matches(Version::INITIAL) => {
                 return Err(concurrency(expected, Version::INITIAL));

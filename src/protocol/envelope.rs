@@ -18,8 +18,8 @@
 //!
 //! The fast path never accepts a line the serde path would refuse, and
 //! yields the same field texts when both accept: unit tests below, the
-//! debug assertions in `decode` and `JsonText::trusted`, and the `node_lines` fuzz
-//! target check it.
+//! debug assertions in `decode` and `JsonText::trusted`, and the
+//! `node_lines` fuzz target check it.
 //!
 //! `null` counts as "not given" for every field except the JSON payloads
 //! `event_data` and `state`, where it is a value like any other.
@@ -207,35 +207,24 @@ pub(crate) fn elements(raw: JsonText<'_>) -> Result<Vec<JsonText<'_>>, serde_jso
 /// serde, and `envelope` half filled.
 fn fast_envelope<'a>(line: &'a str, envelope: &mut RawEnvelope<'a>) -> Option<()> {
     let mut s = Scanner::new(line);
-    let mut seen = 0u32;
-    s.object(|s, key, escaped| {
-        if escaped {
-            return None;
+    scan::fields(&mut s, |key, s| match key {
+        "src" => {
+            envelope.src = optional(s.value()?);
+            Some(1)
         }
-        let bit = match key {
-            "src" => {
-                envelope.src = optional(s.value()?);
-                1
-            }
-            "dest" => {
-                envelope.dest = optional(s.value()?);
-                2
-            }
-            "body" => {
-                if !s.at_object() {
-                    return None;
-                }
-                let body = envelope.body.insert(RawBody::default());
-                scan::members(s, |key, text| body.set(key, text))?;
-                4
-            }
-            _ => return s.value().map(drop),
-        };
-        if seen & bit != 0 {
-            return None;
+        "dest" => {
+            envelope.dest = optional(s.value()?);
+            Some(2)
         }
-        seen |= bit;
-        Some(())
+        "body" => {
+            if !s.at_object() {
+                return None;
+            }
+            let body = envelope.body.insert(RawBody::default());
+            scan::members(s, |key, text| body.set(key, text))?;
+            Some(4)
+        }
+        _ => s.value().map(|_| 0),
     })?;
     s.at_end().then_some(())
 }

@@ -268,12 +268,22 @@ pub(crate) fn members<'a>(
     scanner: &mut Scanner<'a>,
     mut set: impl FnMut(&str, &'a str) -> u32,
 ) -> Option<()> {
+    fields(scanner, |key, s| Some(set(key, s.value()?)))
+}
+
+/// [`members`] for a caller that reads each value itself (to descend into
+/// one): `field` gets the key and the scanner before the value, must
+/// consume the value, and returns the key's bit.
+pub(crate) fn fields<'a>(
+    scanner: &mut Scanner<'a>,
+    mut field: impl FnMut(&str, &mut Scanner<'a>) -> Option<u32>,
+) -> Option<()> {
     let mut seen = 0u32;
     scanner.object(|s, key, escaped| {
         if escaped {
             return None;
         }
-        let bit = set(key, s.value()?);
+        let bit = field(key, s)?;
         if seen & bit != 0 {
             return None;
         }
