@@ -1,10 +1,12 @@
 //! Errors of the engine. Each `Display` names the problem in words a client
 //! can act on; the node maps them onto the protocol's replies:
 //! [`ConcurrencyError`] → `concurrency_error`, [`IdConflict`] → error 22,
-//! [`InvalidAppend`] → error 12.
+//! [`InvalidAppend`] → error 12, [`StorageError`] → error 13.
 
 use crate::types::{EventId, Version};
 use std::fmt;
+use std::io;
+use std::sync::Arc;
 
 /// The aggregate is not at the version the writer expected. Nothing was
 /// appended.
@@ -94,9 +96,9 @@ pub enum AppendError {
     IdConflict(IdConflict),
     /// The request itself is malformed.
     Invalid(InvalidAppend),
-    /// A durable store could not persist: the write is applied in memory
-    /// but not durable, and the store accepts no further acknowledgements.
-    Storage(String),
+    /// A durable store could not persist: this write may be in memory but
+    /// is not durable, and every later write fails the same way.
+    Storage(StorageError),
 }
 
 impl fmt::Display for AppendError {
@@ -105,15 +107,88 @@ impl fmt::Display for AppendError {
             AppendError::Concurrency(e) => e.fmt(f),
             AppendError::IdConflict(e) => e.fmt(f),
             AppendError::Invalid(e) => e.fmt(f),
-            AppendError::Storage(e) => write!(f, "storage failed: {e}"),
+            AppendError::Storage(e) => e.fmt(f),
         }
+    }
+}
+
+/// The disk failed a durable store (full, I/O error). The store is failed
+/// for good from then on: the first error is kept and every later write or
+/// sync reports it again, so nothing written after a gap is ever
+/// acknowledged. Its [`source`](std::error::Error::source) is the
+/// `io::Error` the operating system gave (its kind, e.g.
+/// [`io::ErrorKind::StorageFull`], is kept).
+#[derive(Clone, Debug)]
+pub struct StorageError {
+    /// What was being done, e.g. "writing /data/segment-00000001.log".
+    doing: Arc<str>,
+    cause: Arc<io::Error>,
+}
+
+impl StorageError {
+    /// `cause` happened while `doing` (a phrase like "writing FILE").
+    pub fn new(doing: impl Into<Arc<str>>, cause: io::Error) -> StorageError {
+        StorageError {
+            doing: doing.into(),
+            cause: Arc::new(cause),
+        }
+    }
+
+    /// The operating system's error.
+    pub fn cause(&self) -> &io::Error {
+        &self.cause
+    }
+
+    /// The error's kind (e.g. [`io::ErrorKind::StorageFull`]).
+    pub fn kind(&self) -> io::ErrorKind {
+        self.cause.kind()
+    }
+}
+
+impl fmt::Display for StorageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "storage failed: {} failed: {}", self.doing, self.cause)
+    }
+}
+
+/// Two failures are equal when they describe the same thing (an
+/// `io::Error` itself has no equality).
+impl PartialEq for StorageError {
+    fn eq(&self, other: &StorageError) -> bool {
+        self.doing == other.doing
+            && self.cause.kind() == other.cause.kind()
+            && self.cause.to_string() == other.cause.to_string()
+    }
+}
+
+impl Eq for StorageError {}
+
+impl std::error::Error for StorageError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.cause)
+    }
+}
+
+/// For callers that deal in `io::Result` (the node's plumbing): the same
+/// kind, the full text.
+impl From<StorageError> for io::Error {
+    fn from(e: StorageError) -> io::Error {
+        io::Error::new(e.kind(), e.to_string())
     }
 }
 
 impl std::error::Error for ConcurrencyError {}
 impl std::error::Error for IdConflict {}
 impl std::error::Error for InvalidAppend {}
-impl std::error::Error for AppendError {}
+
+impl std::error::Error for AppendError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            AppendError::Storage(e) => e.source(),
+            _ => None,
+        }
+    }
+}
 
 impl From<ConcurrencyError> for AppendError {
     fn from(e: ConcurrencyError) -> Self {
@@ -127,9 +202,9 @@ impl From<IdConflict> for AppendError {
     }
 }
 
-impl From<std::io::Error> for AppendError {
-    fn from(e: std::io::Error) -> Self {
-        AppendError::Storage(e.to_string())
+impl From<StorageError> for AppendError {
+    fn from(e: StorageError) -> Self {
+        AppendError::Storage(e)
     }
 }
 

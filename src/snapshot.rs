@@ -81,6 +81,12 @@ impl FoldPlan {
         self.start
     }
 
+    /// The most events the fold can take (it may take fewer when a time
+    /// bound stops it early).
+    pub fn events_at_most(&self) -> u64 {
+        self.end.0.saturating_sub(self.start.0)
+    }
+
     /// Folds and writes the state as JSON text to `out`; returns the number
     /// of events folded.
     pub fn write_state(&self, store: &EventStore, out: &mut Vec<u8>) -> u64 {
@@ -151,6 +157,7 @@ impl EventStore {
         expected: Option<Version>,
         state: Option<&RawValue>,
     ) -> Result<Version, AppendError> {
+        self.check_storage()?;
         let version =
             self.create_snapshot_deferred(aggregate_id, expected, state.map(JsonText::from))?;
         self.sync()?;

@@ -378,6 +378,9 @@ impl EventStore {
         expected: ExpectedVersion,
         prepared: Prepared,
     ) -> Result<Appended, AppendError> {
+        // A failed durable store takes no more writes: nothing after a gap
+        // in the log file may ever be acknowledged (storage/wal.rs).
+        self.check_storage()?;
         // Read side of "an entry never changes once in the map" (write
         // side: `find_or_create` inserts only when absent).
         debug_assert!(

@@ -1,12 +1,16 @@
 //! The node: the `eventstore` binary's plumbing around the protocol core.
 //!
 //! [`lines`] cuts the input into batches of whole lines; [`pipeline`] runs
-//! them through decode → apply (in order) → encode on a pool of workers and
-//! writes replies in input order. All protocol logic lives in
+//! them through decode → apply (in order) → encode on a pool of workers;
+//! `output` writes replies in input order, streamed under a memory bound and
+//! gated on durability. All protocol logic lives in
 //! [`crate::protocol`]; this module only moves bytes between threads.
 
 pub mod lines;
+mod output;
 pub mod pipeline;
+
+pub use output::{FLUSH_BYTES, PENDING_BYTES};
 
 pub use pipeline::{Config, run};
 

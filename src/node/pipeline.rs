@@ -21,30 +21,33 @@
 //!   one-at-a-time processing gives, whatever the worker count. Apply does
 //!   O(1) work per read (it captures plans, see `protocol::handler`).
 //! - Workers then **encode** replies in parallel (folds, event formatting)
-//!   and hand the batch's output to the **reorder buffer**, which writes
-//!   finished batches in input order, one `write` per batch. Whichever
-//!   worker completes the next batch in line writes it, so no extra thread
-//!   hop sits between a reply and stdout.
+//!   into a bounded per-batch sink, which writes them out in input order
+//!   ([`super::output`]): a small batch goes out with one `write` by
+//!   whichever worker completes the batch next in line, a large one is
+//!   streamed as it is made, so reply memory stays bounded.
 //!
 //! - **Durable nodes** add one thread, the sync loop: a batch's replies are
 //!   written only once the log is durable up to the position its apply step
 //!   reached; when the batch next in line waits for that, the loop syncs
 //!   everything applied so far (group commit) and releases every batch it
-//!   covers. Workers never wait for the disk.
+//!   covers. Workers never wait for the disk. If the disk fails, every
+//!   reply not yet written becomes error 13, and so does every later one;
+//!   the node reads on to the end of input and then reports the failure.
 //!
 //! With one worker, everything runs on the calling thread with no threads or
 //! channels at all (and a durable node syncs once per input batch).
 
 use super::lines::{Lines, read_batches};
-use crate::protocol::{Core, Message, Outcome, ReplySource, decode, encode, resolve};
+use super::output::{BatchSink, Output};
+use crate::protocol::{
+    Core, Message, Outcome, ReplySource, decode, encode, encode_error_head, resolve,
+};
 use crate::store::EventStore;
 use crossbeam::channel;
 use parking_lot::{Condvar, Mutex};
-use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 /// How the node runs.
 #[derive(Clone, Debug)]
@@ -84,11 +87,6 @@ pub fn default_workers() -> usize {
 /// thread (tens of µs on a VM whose vCPU idles) to every reply.
 const INLINE_BATCH_BYTES: usize = 4 * 1024;
 
-/// Why the node stopped early.
-fn storage_failed(e: io::Error) -> io::Error {
-    io::Error::other(format!("storage failed, no further replies are sent: {e}"))
-}
-
 fn too_long(len: usize, max: usize) -> String {
     format!("line ignored: {len} bytes, longer than --max-line-bytes {max}")
 }
@@ -109,15 +107,19 @@ fn decode_batch(batch: &[u8], max_line_bytes: usize) -> Vec<Message<'_>> {
     messages
 }
 
-fn encode_batch(
+fn encode_batch<W: Write>(
     store: &EventStore,
     messages: &[Message<'_>],
     outcomes: Vec<(ReplySource, Outcome)>,
-    out: &mut Vec<u8>,
+    sink: &mut BatchSink<'_, W>,
 ) {
+    let heads = sink.wants_heads();
     let mut diagnostics = String::new();
     for (message, (source, outcome)) in messages.iter().zip(outcomes) {
-        if let Some(why) = encode(store, message, source, outcome, out) {
+        if heads {
+            encode_error_head(message, &source, sink.heads());
+        }
+        if let Some(why) = encode(store, message, source, outcome, sink) {
             diagnostics.push_str(&why);
             diagnostics.push('\n');
         }
@@ -136,7 +138,8 @@ fn report_skipped(len: usize, max: usize) {
 /// `output`. On a durable store, each reply is written only after the
 /// records of its request and of every request before it are durable (one
 /// sync per batch at most: group commit). Returns an error if reading the
-/// input or persisting failed.
+/// input failed, or if persisting failed (after answering every request,
+/// those from the failure on with error 13).
 pub fn run(
     config: &Config,
     store: Arc<EventStore>,
@@ -154,30 +157,32 @@ fn run_serial(
     config: &Config,
     store: Arc<EventStore>,
     input: impl Read,
-    mut output: impl Write,
+    output: impl Write,
 ) -> io::Result<()> {
     let max = config.max_line_bytes;
+    let output = Output::new(output, store.is_durable(), 1);
     let mut core = Core::new(store);
-    let mut out = Vec::new();
-    let mut failure = None;
+    let mut index = 0;
     read_batches(
         input,
         max,
         |batch| {
             let mut messages = decode_batch(&batch, max);
             let outcomes: Vec<_> = messages.iter_mut().map(|m| core.apply(m)).collect();
-            if let Err(e) = core.store().sync() {
-                failure = Some(storage_failed(e));
-                return false;
+            let position = core.store().wal_position();
+            if core.store().is_durable() {
+                output.synced(core.store().sync().map(|()| position));
             }
-            out.clear();
-            encode_batch(core.store(), &messages, outcomes, &mut out);
-            // A closed stdout ends the node quietly.
-            output.write_all(&out).and_then(|()| output.flush()).is_ok()
+            let mut sink = output.sink(index);
+            sink.set_position(position);
+            encode_batch(core.store(), &messages, outcomes, &mut sink);
+            sink.finish(false);
+            index += 1;
+            !output.is_closed()
         },
         |len| report_skipped(len, max),
     )?;
-    failure.map_or(Ok(()), Err)
+    output.into_failure().map_or(Ok(()), |e| Err(e.into()))
 }
 
 /// Admits batches to the serial apply step in input order.
@@ -211,97 +216,6 @@ impl Sequencer {
     }
 }
 
-/// Finished batches waiting for their turn to be written, each with the
-/// log position its replies depend on (0 in memory).
-struct Reorder<W> {
-    next: u64,
-    pending: BTreeMap<u64, (Vec<u8>, u64)>,
-    output: W,
-    /// Log position known durable (`u64::MAX` for an in-memory store).
-    durable: u64,
-    /// Workers still running; the syncer stops when none are and nothing
-    /// is left to write.
-    workers_left: usize,
-    /// The output is closed: nothing more is written.
-    closed: bool,
-    /// Persisting failed: nothing more is written.
-    failure: Option<io::Error>,
-}
-
-impl<W: Write> Reorder<W> {
-    /// Files batch `index`'s output and writes what can be written.
-    /// Returns `false` once the node should stop reading.
-    fn deliver(&mut self, index: u64, out: Vec<u8>, position: u64) -> bool {
-        self.pending.insert(index, (out, position));
-        self.drain()
-    }
-
-    /// Writes, in input order, every finished batch whose log records are
-    /// durable.
-    fn drain(&mut self) -> bool {
-        let mut wrote = false;
-        while !self.closed
-            && self.failure.is_none()
-            && let Some(entry) = self.pending.first_entry()
-            && *entry.key() == self.next
-            && entry.get().1 <= self.durable
-        {
-            let (out, _) = entry.remove();
-            self.next += 1;
-            wrote = true;
-            self.closed = self.output.write_all(&out).is_err();
-        }
-        if wrote && !self.closed {
-            self.closed = self.output.flush().is_err();
-        }
-        if self.closed {
-            self.pending.clear();
-        }
-        !self.closed && self.failure.is_none()
-    }
-
-    /// Whether the next batch in line waits only for a sync.
-    fn needs_sync(&self) -> bool {
-        self.failure.is_none()
-            && self
-                .pending
-                .first_key_value()
-                .is_some_and(|(&i, &(_, position))| i == self.next && position > self.durable)
-    }
-}
-
-/// The group-commit loop of a durable node: whenever the next batch in
-/// line waits for its records to be durable, sync everything applied so far
-/// (usually several batches' worth) and release what that covers. Workers
-/// never wait for a disk: they go on applying and encoding meanwhile.
-fn sync_loop<W: Write>(store: &EventStore, reorder: &Mutex<Reorder<W>>, wanted: &Condvar) {
-    let mut r = reorder.lock();
-    loop {
-        while !r.needs_sync() && r.workers_left > 0 && r.failure.is_none() {
-            wanted.wait(&mut r);
-        }
-        if !r.needs_sync() {
-            // No worker left and nothing waiting for a sync, or failed.
-            return;
-        }
-        drop(r);
-        let target = store.wal_position();
-        let result = store.sync_to(target);
-        r = reorder.lock();
-        match result {
-            Ok(()) => {
-                r.durable = target;
-                r.drain();
-            }
-            Err(e) => {
-                r.failure = Some(storage_failed(e));
-                r.pending.clear();
-                return;
-            }
-        }
-    }
-}
-
 fn run_parallel(
     config: &Config,
     store: Arc<EventStore>,
@@ -314,63 +228,50 @@ fn run_parallel(
         advanced: Condvar::new(),
     };
     let durable = store.is_durable();
-    let reorder = Mutex::new(Reorder {
-        next: 0,
-        pending: BTreeMap::new(),
-        output,
-        durable: if durable { 0 } else { u64::MAX },
-        workers_left: config.workers,
-        closed: false,
-        failure: None,
-    });
-    let sync_wanted = Condvar::new();
-    let closed = AtomicBool::new(false);
+    // The workers, plus the reader, which processes small batches itself.
+    let output = Output::new(output, durable, config.workers + 1);
     let (tx, rx) = channel::bounded::<(u64, Vec<u8>)>(config.workers * 2);
 
     // One batch, start to finish: decode and resolve (parallel), apply (in
-    // turn), encode (parallel), hand to the reorder buffer.
+    // turn), encode (parallel) into the batch's sink, which writes in turn.
     let process = |index: u64, batch: Vec<u8>| {
+        let mut sink = output.sink(index);
+        let mut applied = false;
         let work = catch_unwind(AssertUnwindSafe(|| {
             let mut messages = decode_batch(&batch, max);
             for message in &mut messages {
                 resolve(&store, message);
             }
             let (outcomes, position) = sequencer.in_turn(index, |core| {
+                applied = true;
                 let outcomes: Vec<_> = messages.iter_mut().map(|m| core.apply(m)).collect();
                 (outcomes, core.store().wal_position())
             });
-            let mut out = Vec::with_capacity(batch.len());
-            encode_batch(&store, &messages, outcomes, &mut out);
-            (out, position)
+            sink.set_position(position);
+            encode_batch(&store, &messages, outcomes, &mut sink);
         }));
-        let (out, position) = work.unwrap_or_else(|_| {
+        if work.is_err() {
             report_bug(index);
-            (Vec::new(), 0)
-        });
-        let mut r = reorder.lock();
-        if !r.deliver(index, out, position) {
-            // Relaxed: a hint for the reader to stop early; nothing else is
-            // published through it.
-            closed.store(true, Ordering::Relaxed);
+            if !applied {
+                // Keep the batches after it going: take its turn, apply nothing.
+                sequencer.in_turn(index, |_| ());
+            }
         }
-        if r.needs_sync() {
-            sync_wanted.notify_one();
-        }
+        sink.finish(work.is_err());
     };
 
     std::thread::scope(|scope| {
         if durable {
-            scope.spawn(|| sync_loop(&store, &reorder, &sync_wanted));
+            scope.spawn(|| output.sync_loop(&store));
         }
         for _ in 0..config.workers {
             let rx = rx.clone();
-            let (process, reorder, sync_wanted) = (&process, &reorder, &sync_wanted);
+            let (process, output) = (&process, &output);
             scope.spawn(move || {
                 for (index, batch) in rx {
                     process(index, batch);
                 }
-                reorder.lock().workers_left -= 1;
-                sync_wanted.notify_one();
+                output.producer_done();
             });
         }
         drop(rx);
@@ -379,7 +280,7 @@ fn run_parallel(
             input,
             max,
             |batch| {
-                if closed.load(Ordering::Relaxed) {
+                if output.is_closed() {
                     return false;
                 }
                 let sent = if batch.len() <= INLINE_BATCH_BYTES && tx.is_empty() {
@@ -398,12 +299,10 @@ fn run_parallel(
             |len| report_skipped(len, max),
         );
         drop(tx);
+        output.producer_done();
         result
     })?;
-    match reorder.into_inner().failure {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
+    output.into_failure().map_or(Ok(()), |e| Err(e.into()))
 }
 
 fn report_bug(index: u64) {

@@ -14,7 +14,18 @@
 //!    stored events are immutable, encoding later gives the same bytes as
 //!    encoding at apply time.
 //!
-//! [`Core::handle`] runs all three on one line, for tests and `--workers 1`.
+//! [`Core::handle`] runs all three on one line, for tests.
+//!
+//! Encoding writes into a [`ReplySink`]: a buffer plus a hook called
+//! between the pieces of a reply (each event of a long read) and after each
+//! reply, where the node may write out what is buffered. That is how a
+//! reply of 10,000 large events goes out without ever being whole in
+//! memory; the protocol itself stays free of I/O.
+//!
+//! Once a durable store has failed ([`EventStore::storage_failure`]),
+//! [`Core::apply`] answers every request with error 13: nothing is applied
+//! after a gap in the log file, and reads are refused too, as the
+//! in-memory view may hold writes that never became durable.
 
 use super::envelope::decode;
 use super::request::{Envelope, Message, Rejection, Request, code};
@@ -24,6 +35,31 @@ use crate::snapshot::{FoldPlan, SnapshotRecord};
 use crate::store::{Aggregate, Appended, EventStore};
 use crate::types::{SequenceNumber, Version};
 use std::sync::Arc;
+
+/// Where [`encode`] writes replies (see the module docs).
+pub trait ReplySink {
+    /// The buffer replies are appended to.
+    fn buffer(&mut self) -> &mut Vec<u8>;
+    /// Called between two pieces of a long reply and after every reply:
+    /// the buffer may be written out here once it holds enough.
+    fn boundary(&mut self);
+    /// Called before a reply that takes long to make: whatever is buffered
+    /// may be written out now, if that needs no waiting.
+    fn before_long_reply(&mut self);
+}
+
+/// A plain buffer: everything stays in memory (tests, [`Core::handle`]).
+impl ReplySink for Vec<u8> {
+    fn buffer(&mut self) -> &mut Vec<u8> {
+        self
+    }
+    fn boundary(&mut self) {}
+    fn before_long_reply(&mut self) {}
+}
+
+/// Reads of at least this many events, or folds over at least this many,
+/// count as long replies (see [`ReplySink::before_long_reply`]).
+const LONG_REPLY_EVENTS: u64 = 256;
 
 /// The serial state of a node: the store and the node id from `init`.
 pub struct Core {
@@ -140,6 +176,12 @@ impl Core {
         };
         let outcome = match &mut envelope.request {
             Err(rejection) => Outcome::Error(rejection.clone()),
+            Ok(_) if let Some(failure) = self.store.storage_failure() => {
+                Outcome::Error(Rejection {
+                    code: code::CRASH,
+                    text: failure.to_string(),
+                })
+            }
             Ok(request) => self.apply_request(request),
         };
         let source = if envelope.dest.is_some() {
@@ -183,11 +225,11 @@ impl Core {
                     code: code::MALFORMED_REQUEST,
                     text: e.to_string(),
                 }),
-                // A deferred append does no I/O: storage failures surface in
-                // the node's sync, which stops the node.
+                // Only when the store failed before this append (a deferred
+                // append does no I/O; the failure itself surfaces in a sync).
                 Some(Err(AppendError::Storage(e))) => Outcome::Error(Rejection {
                     code: code::CRASH,
-                    text: e,
+                    text: e.to_string(),
                 }),
             },
             Request::CreateSnapshot {
@@ -259,14 +301,49 @@ pub fn encode(
     message: &Message<'_>,
     source: ReplySource,
     outcome: Outcome,
-    out: &mut Vec<u8>,
+    sink: &mut impl ReplySink,
 ) -> Option<String> {
     let envelope = match message {
         Message::Unanswerable(why) => return Some(why.clone()),
         Message::Envelope(e) => e,
     };
+    if is_long(&outcome) {
+        sink.before_long_reply();
+    }
+    write_head(envelope, &source, reply_type(&outcome), sink.buffer());
+    encode_fields(store, envelope, outcome, sink);
+    sink.buffer().extend_from_slice(b"}}\n");
+    sink.boundary();
+    None
+}
+
+/// Writes the start of `message`'s reply as an error reply, up to and
+/// including `in_reply_to`, followed by a newline (nothing for a line that
+/// gets no reply). The node keeps these for replies not yet written on a
+/// durable store: if the disk fails before they are durable, each becomes
+/// error 13 with [`finish_error`].
+pub fn encode_error_head(message: &Message<'_>, source: &ReplySource, out: &mut Vec<u8>) {
+    if let Message::Envelope(envelope) = message {
+        write_head(envelope, source, "error", out);
+        out.push(b'\n');
+    }
+}
+
+/// Completes a head from [`encode_error_head`] (given without its newline)
+/// into an error reply line with `code` and `text`.
+pub fn finish_error(head: &[u8], code: u64, text: &str, out: &mut Vec<u8>) {
+    out.extend_from_slice(head);
+    out.extend_from_slice(b",\"code\":");
+    json::write_u64(out, code);
+    out.extend_from_slice(b",\"text\":");
+    json::write_str(out, text);
+    out.extend_from_slice(b"}}\n");
+}
+
+/// `{"src":…,"dest":…,"body":{"type":"<kind>"` and `in_reply_to`.
+fn write_head(envelope: &Envelope<'_>, source: &ReplySource, kind: &str, out: &mut Vec<u8>) {
     out.extend_from_slice(b"{\"src\":");
-    match &source {
+    match source {
         ReplySource::Dest => out.extend_from_slice(
             envelope
                 .dest
@@ -279,15 +356,24 @@ pub fn encode(
     out.extend_from_slice(b",\"dest\":");
     out.extend_from_slice(envelope.src.get().as_bytes());
     out.extend_from_slice(b",\"body\":{\"type\":\"");
-    out.extend_from_slice(reply_type(&outcome).as_bytes());
+    out.extend_from_slice(kind.as_bytes());
     out.push(b'"');
     if let Some(id) = envelope.msg_id {
         out.extend_from_slice(b",\"in_reply_to\":");
         json::write_u64(out, id);
     }
-    encode_fields(store, envelope, outcome, out);
-    out.extend_from_slice(b"}}\n");
-    None
+}
+
+/// Whether encoding `outcome` takes long (many events to format or fold).
+fn is_long(outcome: &Outcome) -> bool {
+    match outcome {
+        Outcome::AllRead { from, to, .. } => to.saturating_sub(*from) >= LONG_REPLY_EVENTS,
+        Outcome::StreamRead { from, to, .. } => to.0.saturating_sub(from.0) >= LONG_REPLY_EVENTS,
+        Outcome::Replayed(plan, _) | Outcome::State(plan) => {
+            plan.events_at_most() >= LONG_REPLY_EVENTS
+        }
+        _ => false,
+    }
 }
 
 fn reply_type(outcome: &Outcome) -> &'static str {
@@ -319,7 +405,44 @@ fn aggregate_field(envelope: &Envelope<'_>, out: &mut Vec<u8>) {
     }
 }
 
-fn encode_fields(store: &EventStore, envelope: &Envelope<'_>, outcome: Outcome, out: &mut Vec<u8>) {
+fn encode_fields(
+    store: &EventStore,
+    envelope: &Envelope<'_>,
+    outcome: Outcome,
+    sink: &mut impl ReplySink,
+) {
+    // Only the event lists are written piece by piece; every other field is
+    // small or (a folded state) one piece.
+    match outcome {
+        Outcome::StreamRead { version, from, to } => {
+            let out = sink.buffer();
+            aggregate_field(envelope, out);
+            out.extend_from_slice(b",\"version\":");
+            json::write_u64(out, version.0);
+            out.extend_from_slice(b",\"events\":[");
+            if let Ok(Request::ReadStream { aggregate_id, .. }) = &envelope.request {
+                let seqs = store.stream_positions(aggregate_id, from, to);
+                write_events(store, seqs.into_iter(), sink);
+            }
+            sink.buffer().push(b']');
+        }
+        Outcome::AllRead { from, to, head } => {
+            sink.buffer().extend_from_slice(b",\"events\":[");
+            write_events(store, (from..=to).map(SequenceNumber), sink);
+            let out = sink.buffer();
+            out.extend_from_slice(b"],\"head\":");
+            json::write_u64(out, head.0);
+        }
+        outcome => encode_small_fields(store, envelope, outcome, sink.buffer()),
+    }
+}
+
+fn encode_small_fields(
+    store: &EventStore,
+    envelope: &Envelope<'_>,
+    outcome: Outcome,
+    out: &mut Vec<u8>,
+) {
     match outcome {
         Outcome::Silent | Outcome::InitOk => {}
         Outcome::Error(r) => {
@@ -369,34 +492,31 @@ fn encode_fields(store: &EventStore, envelope: &Envelope<'_>, outcome: Outcome, 
             out.extend_from_slice(b",\"state\":");
             plan.write_state(store, out);
         }
-        Outcome::StreamRead { version, from, to } => {
-            aggregate_field(envelope, out);
-            out.extend_from_slice(b",\"version\":");
-            json::write_u64(out, version.0);
-            out.extend_from_slice(b",\"events\":[");
-            if let Ok(Request::ReadStream { aggregate_id, .. }) = &envelope.request {
-                let seqs = store.stream_positions(aggregate_id, from, to);
-                write_events(store, seqs.into_iter(), out);
-            }
-            out.push(b']');
-        }
-        Outcome::AllRead { from, to, head } => {
-            out.extend_from_slice(b",\"events\":[");
-            write_events(store, (from..=to).map(SequenceNumber), out);
-            out.extend_from_slice(b"],\"head\":");
-            json::write_u64(out, head.0);
+        Outcome::StreamRead { .. } | Outcome::AllRead { .. } => {
+            unreachable!("event lists are written by encode_fields")
         }
     }
 }
 
-fn write_events(store: &EventStore, seqs: impl Iterator<Item = SequenceNumber>, out: &mut Vec<u8>) {
+/// Writes the events as a comma-separated list, offering the sink a
+/// boundary after each one, so that a long list is never whole in memory.
+fn write_events(
+    store: &EventStore,
+    seqs: impl Iterator<Item = SequenceNumber>,
+    sink: &mut impl ReplySink,
+) {
     for (i, seq) in seqs.enumerate() {
+        let out = sink.buffer();
         if i > 0 {
             out.push(b',');
         }
-        if let Some(event) = store.event(seq) {
-            event.write_json(out);
-        }
+        // The plan only names published events (apply captured them below
+        // the head), and published events are never removed.
+        let Some(event) = store.event(seq) else {
+            panic!("event {seq} of a read plan is missing");
+        };
+        event.write_json(out);
+        sink.boundary();
     }
 }
 

@@ -9,5 +9,8 @@ pub mod request;
 pub(crate) mod scan;
 
 pub use envelope::decode;
-pub use handler::{Core, Outcome, ReplySource, encode, resolve};
+pub use handler::{
+    Core, Outcome, ReplySink, ReplySource, encode, encode_error_head, finish_error, resolve,
+};
+pub use request::code;
 pub use request::{Message, Rejection, Request};

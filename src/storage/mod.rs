@@ -29,6 +29,7 @@ pub mod crc32c;
 pub mod record;
 pub mod wal;
 
+use crate::error::StorageError;
 use crate::event::Payload;
 use crate::ids::IdScheme;
 use crate::log::Log;
@@ -183,8 +184,20 @@ impl EventStore {
         self.wal.is_some()
     }
 
+    /// The storage failure that ended this store's writes, if any. A
+    /// durable store whose disk failed refuses every later write with it;
+    /// its in-memory view may hold writes that never became durable.
+    pub fn storage_failure(&self) -> Option<&StorageError> {
+        self.wal.as_ref().and_then(Wal::failure)
+    }
+
+    /// Refuses a write once the store has failed.
+    pub(crate) fn check_storage(&self) -> Result<(), StorageError> {
+        self.storage_failure().map_or(Ok(()), |e| Err(e.clone()))
+    }
+
     /// Makes every write so far durable (no-op in memory).
-    pub fn sync(&self) -> io::Result<()> {
+    pub fn sync(&self) -> Result<(), StorageError> {
         match &self.wal {
             Some(wal) => wal.sync(wal.position()),
             None => Ok(()),
@@ -198,7 +211,7 @@ impl EventStore {
     }
 
     /// Makes writes up to `position` durable (no-op in memory).
-    pub fn sync_to(&self, position: u64) -> io::Result<()> {
+    pub fn sync_to(&self, position: u64) -> Result<(), StorageError> {
         match &self.wal {
             Some(wal) => wal.sync(position),
             None => Ok(()),

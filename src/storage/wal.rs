@@ -23,10 +23,20 @@
 //! # Failure
 //!
 //! After any write or sync error the log is failed for good: every later
-//! `sync` reports the first error, so nothing written after a gap can ever
-//! be acknowledged.
+//! `sync` reports the first error (a [`StorageError`] keeping the
+//! `io::Error` and its kind), so nothing written after a gap can ever be
+//! acknowledged. [`Wal::failure`] lets writers refuse work up front.
+//!
+//! # The directory lock
+//!
+//! The data directory itself is locked (`flock` on a descriptor of the
+//! directory), not a file in it: a lock file can be unlinked while a node
+//! runs, after which a second node would lock a new file of the same name
+//! and both would write the same segments. A directory cannot be removed
+//! while it holds files, and renaming it moves the lock with it.
 
 use super::record;
+use crate::error::StorageError;
 use crate::ids::IdScheme;
 use parking_lot::Mutex;
 use std::fs::{self, File, OpenOptions};
@@ -90,7 +100,7 @@ pub struct Wal {
     /// LSN up to which everything is durable. Release/Acquire so that a
     /// thread that sees it also sees the writer's bookkeeping.
     durable: AtomicU64,
-    failed: OnceLock<String>,
+    failed: OnceLock<StorageError>,
     /// Held for the store's lifetime: a second node on the directory fails.
     _lock: File,
 }
@@ -118,22 +128,24 @@ pub fn segments(dir: &Path) -> io::Result<Vec<u64>> {
     Ok(numbers)
 }
 
-/// Takes the directory's lock file, or fails if another process holds it.
+/// Creates `dir` if needed and locks it (see the module docs), or fails if
+/// another process holds it.
 pub fn lock_dir(dir: &Path) -> io::Result<File> {
+    if dir.as_os_str().is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the data directory path is empty",
+        ));
+    }
     fs::create_dir_all(dir)?;
-    let path = dir.join("LOCK");
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)?;
+    let file = File::open(dir)?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(fs::TryLockError::WouldBlock) => Err(io::Error::new(
             io::ErrorKind::WouldBlock,
             format!(
                 "{} is locked: another eventstore is using this data directory",
-                path.display()
+                dir.display()
             ),
         )),
         Err(fs::TryLockError::Error(e)) => Err(e),
@@ -221,10 +233,16 @@ impl Wal {
         self.pending.lock().end
     }
 
+    /// The failure that ended this log, if any: once set, every later
+    /// write is refused.
+    pub fn failure(&self) -> Option<&StorageError> {
+        self.failed.get()
+    }
+
     /// Makes everything up to `lsn` durable (group commit; see module docs).
-    pub fn sync(&self, lsn: u64) -> io::Result<()> {
+    pub fn sync(&self, lsn: u64) -> Result<(), StorageError> {
         if let Some(e) = self.failed.get() {
-            return Err(io::Error::other(e.clone()));
+            return Err(e.clone());
         }
         if self.durable.load(Ordering::Acquire) >= lsn {
             return Ok(());
@@ -246,29 +264,41 @@ impl Wal {
                 Ok(())
             }
             Err(e) => {
-                let text = format!("writing {} failed: {e}", self.dir.display());
-                let _ = self.failed.set(text.clone());
-                Err(io::Error::other(text))
+                // The first failure wins (only one can happen: we hold
+                // `writer`, and nothing is written once `failed` is set).
+                Err(self.failed.get_or_init(|| e).clone())
             }
         }
     }
 
-    fn write_out(&self, w: &mut Writer) -> io::Result<()> {
+    fn write_out(&self, w: &mut Writer) -> Result<(), StorageError> {
         if w.spare.is_empty() {
             return Ok(());
         }
+        let path = |number| segment_path(&self.dir, number).display().to_string();
         if w.bytes >= SEGMENT_BYTES {
             // Close the full segment durably before starting the next.
-            w.file.sync_data()?;
-            let (file, bytes) = new_segment(&self.dir, w.number + 1, self.ids)?;
+            w.file
+                .sync_data()
+                .map_err(|e| StorageError::new(format!("syncing {}", path(w.number)), e))?;
+            let next = w.number + 1;
+            let (file, bytes) = new_segment(&self.dir, next, self.ids)
+                .map_err(|e| StorageError::new(format!("creating {}", path(next)), e))?;
             w.file = file;
-            w.number += 1;
+            w.number = next;
             w.bytes = bytes;
         }
-        w.file.write_all(&w.spare)?;
+        // A failed write may leave part of the buffer in the file: a torn
+        // record, which recovery cuts (it is the newest segment's tail,
+        // since nothing is ever written after a failure).
+        w.file
+            .write_all(&w.spare)
+            .map_err(|e| StorageError::new(format!("writing {}", path(w.number)), e))?;
         w.bytes += w.spare.len() as u64;
         if self.fsync == FsyncPolicy::Always {
-            w.file.sync_data()?;
+            w.file
+                .sync_data()
+                .map_err(|e| StorageError::new(format!("syncing {}", path(w.number)), e))?;
         }
         Ok(())
     }
