@@ -147,7 +147,7 @@ impl StorageError {
 
 impl fmt::Display for StorageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "storage failed: {} failed: {}", self.doing, self.cause)
+        write!(f, "storage failed while {}: {}", self.doing, self.cause)
     }
 }
 

@@ -30,7 +30,10 @@ Options:
                         segment files, a reply is sent only once its data is
                         synced to disk, and a restart recovers everything.
                         Without it the store lives in memory and every run
-                        starts empty. One node per DIR (a lock file enforces it)
+                        starts empty. One node per DIR (a lock on DIR itself
+                        enforces it). If the disk fails (full, I/O error),
+                        every reply from then on is error 13, the node reads
+                        to the end of input and exits 1
   --fsync always|never  with --data-dir: `always` (default) calls fdatasync
                         before replying (one sync per batch of requests);
                         `never` leaves flushing to the OS: faster, survives a
@@ -70,7 +73,13 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Config>, Stri
                     return Err("--max-line-bytes must be at least 1".into());
                 }
             }
-            "--data-dir" => config.data_dir = Some(text("--data-dir")?.into()),
+            "--data-dir" => {
+                let dir = text("--data-dir")?;
+                if dir.is_empty() {
+                    return Err("--data-dir: the path is empty".into());
+                }
+                config.data_dir = Some(dir.into());
+            }
             "--fsync" => {
                 config.fsync = match text("--fsync")?.as_str() {
                     "always" => FsyncPolicy::Always,

@@ -425,6 +425,20 @@ fn a_second_node_on_the_same_directory_is_refused_until_the_first_exits() {
         other => panic!("second open: {other:?}"),
     }
 
+    // Removing every file but the segments (a `LOCK` file, say) changes
+    // nothing: the lock is on the directory itself.
+    for entry in fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if !path.to_string_lossy().ends_with(".log") {
+            fs::remove_file(&path).unwrap();
+        }
+    }
+    let (stdout, _, status) = run_text(
+        &["--data-dir", dir.arg()],
+        format!("{}\n", req(append(1, "a", "T", json!({}), json!(1)))).as_bytes(),
+    );
+    assert!(!status.success(), "a second node started: {stdout}");
+
     // The first goes on untouched, then exits; after that a new one starts.
     assert_matches(
         &first.call(&req(append(2, "a", "T", json!({}), json!(1)))),

@@ -82,3 +82,28 @@ fn empty_input_exits_0_without_output() {
     assert!(out.status.success(), "stderr: {}", out.stderr);
     assert!(out.raw.is_empty());
 }
+
+#[test]
+fn an_empty_data_dir_is_refused_and_creates_nothing() {
+    let cwd = TempDir::new("empty-data-dir");
+    for args in [&["--data-dir", ""][..], &["--data-dir="][..]] {
+        let mut command = node_command(args);
+        command.current_dir(cwd.path());
+        let (stdout, stderr, status) =
+            run_command(command, format!("{}\n", req(read_all(1))).as_bytes());
+        assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stdout.is_empty(), "{args:?} served requests: {stdout}");
+        assert!(
+            stderr.contains("--data-dir") && stderr.contains("empty"),
+            "{stderr}"
+        );
+        let left: Vec<_> = std::fs::read_dir(cwd.path()).unwrap().collect();
+        assert!(left.is_empty(), "{args:?} created {left:?}");
+    }
+    // The library refuses it too.
+    let e = match eventstore::EventStore::open("", eventstore::FsyncPolicy::Always) {
+        Err(e) => e,
+        Ok(_) => panic!("an empty path opened"),
+    };
+    assert!(e.to_string().contains("empty"), "{e}");
+}

@@ -208,7 +208,11 @@ impl<W: Write> Output<W> {
             if s.next == index {
                 if position <= s.durable {
                     s.write(bytes);
-                    return if s.closed { Flow::Stopped } else { Flow::Written };
+                    return if s.closed {
+                        Flow::Stopped
+                    } else {
+                        Flow::Written
+                    };
                 }
                 if s.failure.is_some() {
                     return Flow::Stopped;
@@ -226,12 +230,17 @@ impl<W: Write> Output<W> {
         if streamed {
             // It holds the turn and was durable when it began writing.
             assert_eq!(s.next, index, "a batch that streamed lost its turn");
-            assert!(batch.position <= s.durable, "a batch streamed before durable");
+            assert!(
+                batch.position <= s.durable,
+                "a batch streamed before durable"
+            );
             s.write(&batch.replies);
             s.next += 1;
             s.turn_wants = 0;
         } else {
-            while !s.closed && s.next != index && s.pending_bytes + batch.replies.len() > PENDING_BYTES
+            while !s.closed
+                && s.next != index
+                && s.pending_bytes + batch.replies.len() > PENDING_BYTES
             {
                 self.turn.wait(&mut s);
             }

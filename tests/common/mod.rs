@@ -79,8 +79,19 @@ pub fn run_bytes(args: &[&str], input: &[u8]) -> Output {
 
 /// Runs the node, stdout and stderr as text (stdout not parsed).
 pub fn run_text(args: &[&str], input: &[u8]) -> (String, String, ExitStatus) {
-    let mut child = Command::new(BIN)
-        .args(args)
+    run_command(node_command(args), input)
+}
+
+/// The command that runs the node with `args`.
+pub fn node_command(args: &[&str]) -> Command {
+    let mut command = Command::new(BIN);
+    command.args(args);
+    command
+}
+
+/// [`run_text`] for any command that runs the node (e.g. under a wrapper).
+pub fn run_command(mut command: Command, input: &[u8]) -> (String, String, ExitStatus) {
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -408,8 +419,12 @@ pub struct Session {
 impl Session {
     /// Spawns the node with `args`.
     pub fn start(args: &[&str]) -> Session {
-        let mut child = Command::new(BIN)
-            .args(args)
+        Session::spawn(node_command(args))
+    }
+
+    /// Spawns `command`, which runs the node (e.g. under a wrapper).
+    pub fn spawn(mut command: Command) -> Session {
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
