@@ -475,6 +475,30 @@ impl Session {
         }
     }
 
+    /// Waits for the next reply line and returns it unparsed, panicking
+    /// after [`TIMEOUT`].
+    pub fn recv_raw(&mut self) -> String {
+        match self.replies.recv_timeout(TIMEOUT) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = self.child.kill();
+                panic!("no reply within {TIMEOUT:?} while stdin is open ({e})");
+            }
+        }
+    }
+
+    /// The node's peak resident memory so far, in bytes (`VmHWM`).
+    pub fn peak_rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("read /proc/PID/status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/PID/status");
+        kib * 1024
+    }
+
     /// Sends `line` and returns the reply's body.
     pub fn call(&mut self, line: &str) -> Value {
         self.send(line);
