@@ -13,6 +13,8 @@
 #   ROUNDS    interleaved ping-pong rounds (default 5; the median is reported)
 #   KIND      workload kind, seed or mixed (default seed)
 #   NODE      the node binary (default target/release/eventstore)
+#   BASELINE_NODE  another build of the node (e.g. the last release) to run
+#             interleaved with NODE, for before/after ratios (default: none)
 #
 # Throughput: the whole request file is piped into the process, replies go
 # to a file; msgs/s = requests / wall time (process start to exit, so it
@@ -89,7 +91,7 @@ run_once() {
         tail -n 5 "$tmp/stderr.txt" >&2 || true
     elif [[ $n -ne $req_lines ]]; then
         status[$label]="FAIL: $n replies"
-    elif [[ $label == eventstore* && $KIND == seed ]]; then
+    elif [[ ($label == eventstore* || $label == baseline\ node*) && $KIND == seed ]]; then
         errors=$(grep -c -E '"type": ?"(error|concurrency_error)"' "$tmp/replies.jsonl" || true)
         if [[ $errors -ne 0 ]]; then
             status[$label]="FAIL: $errors error replies"
@@ -156,6 +158,14 @@ latency_row() {
 # empty store), fsync before every reply batch (group commit).
 printf '#!/usr/bin/env bash\nrm -rf "%s/data" && exec "%s" --data-dir "%s/data" "$@"\n' "$tmp" "$NODE" "$tmp" >"$tmp/durable.sh"
 chmod +x "$tmp/durable.sh"
+BASELINE_NODE=${BASELINE_NODE:-}
+if [[ -n $BASELINE_NODE ]]; then
+    printf '#!/usr/bin/env bash\nrm -rf "%s/data" && exec "%s" --data-dir "%s/data" "$@"\n' "$tmp" "$BASELINE_NODE" "$tmp" >"$tmp/baseline_durable.sh"
+    chmod +x "$tmp/baseline_durable.sh"
+    target "baseline node --workers 1" "$BASELINE_NODE" --workers 1
+    target "baseline node (default workers)" "$BASELINE_NODE"
+    target "baseline node --data-dir (fsync always)" "$tmp/baseline_durable.sh"
+fi
 target "cat (echo baseline)" cat
 target "serde_json baseline (no store, 2 threads)" target/release/examples/serde_baseline 2
 target "eventstore --workers 1" "$NODE" --workers 1
@@ -180,6 +190,10 @@ grep -q '"all_read"' "$tmp/one_reply.jsonl" || { log "reopen: no reply"; failed=
 latency_target "cat (echo baseline)" cat
 latency_target "eventstore --workers 1" "$NODE" --workers 1
 latency_target "eventstore (default workers)" "$NODE"
+if [[ -n $BASELINE_NODE ]]; then
+    latency_target "baseline node --workers 1" "$BASELINE_NODE" --workers 1
+    latency_target "baseline node (default workers)" "$BASELINE_NODE"
+fi
 for round in $(seq 1 "$ROUNDS"); do
     for label in "${latency_labels[@]}"; do
         latency_once "$label"
