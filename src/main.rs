@@ -25,6 +25,12 @@ Options:
   --max-line-bytes N    longest input line accepted, in bytes (default
                         16777216 = 16 MiB); a longer line is skipped without
                         being held in memory and gets no reply
+  --reply-buffer-bytes N
+                        replies a batch of requests buffers before writing
+                        them out (default 262144 = 256 KiB; at least 1).
+                        Reply memory stays below (workers + 5) times this,
+                        plus the largest single event or state, whatever
+                        the requests
   --data-dir DIR        keep the store durably in DIR (created if missing):
                         every event and snapshot is written to checksummed
                         segment files, a reply is sent only once its data is
@@ -71,6 +77,13 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Config>, Stri
                 config.max_line_bytes = whole("--max-line-bytes", text("--max-line-bytes")?)?;
                 if config.max_line_bytes == 0 {
                     return Err("--max-line-bytes must be at least 1".into());
+                }
+            }
+            "--reply-buffer-bytes" => {
+                config.reply_buffer_bytes =
+                    whole("--reply-buffer-bytes", text("--reply-buffer-bytes")?)?;
+                if config.reply_buffer_bytes == 0 {
+                    return Err("--reply-buffer-bytes must be at least 1".into());
                 }
             }
             "--data-dir" => {

@@ -38,6 +38,8 @@ fn bad_flags_exit_non_zero_with_a_message() {
         (&["--max-line-bytes", "lots"][..], "--max-line-bytes"),
         (&["--max-line-bytes"][..], "--max-line-bytes"),
         (&["--max-line-bytes", "-5"][..], "--max-line-bytes"),
+        (&["--reply-buffer-bytes", "0"][..], "--reply-buffer-bytes"),
+        (&["--reply-buffer-bytes", "x"][..], "--reply-buffer-bytes"),
         (&["extra"][..], "extra"),
     ] {
         let (stdout, stderr, status) = run_text(args, format!("{}\n", req(read_all(1))).as_bytes());
@@ -74,6 +76,7 @@ fn flags_are_accepted() {
         &lines,
         &expected,
     );
+    check_with(&["--reply-buffer-bytes", "1"], &lines, &expected);
 }
 
 #[test]

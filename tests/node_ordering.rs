@@ -235,11 +235,15 @@ fn workload(seed: u64, n: usize) -> Workload {
     w
 }
 
-fn run_workload(w: &Workload, workers: &str) -> Output {
-    let out = run_bytes(&["--workers", workers], input(&w.lines).as_bytes());
+/// Runs the workload with `args` (`"4"`: four workers; more flags may
+/// follow, separated by spaces).
+fn run_workload(w: &Workload, args: &str) -> Output {
+    let mut argv = vec!["--workers"];
+    argv.extend(args.split(' '));
+    let out = run_bytes(&argv, input(&w.lines).as_bytes());
     assert!(
         out.status.success(),
-        "--workers {workers}: exit {:?}\nstderr:\n{}",
+        "--workers {args}: exit {:?}\nstderr:\n{}",
         out.status,
         out.stderr
     );
@@ -284,10 +288,13 @@ fn check_workload(w: &Workload, out: &Output, what: &str) {
 
 #[test]
 fn replies_are_the_same_whatever_the_number_of_workers() {
+    // `--reply-buffer-bytes 1` writes every reply out as soon as its batch
+    // is in turn (the streaming path of a bounded output), 100 most replies
+    // only with a batch's turn, the default whole small batches at once.
     for (seed, others) in [
-        (0x5EED, &["4", "2", "8"][..]),
-        (42, &["4"][..]),
-        (7, &["3"][..]),
+        (0x5EED, &["4", "2", "8", "4 --reply-buffer-bytes 1"][..]),
+        (42, &["4", "3 --reply-buffer-bytes 100"][..]),
+        (7, &["3", "1 --reply-buffer-bytes 1"][..]),
     ] {
         let w = workload(seed, 3000);
         let one = run_workload(&w, "1");

@@ -10,7 +10,7 @@ pub mod lines;
 mod output;
 pub mod pipeline;
 
-pub use output::{FLUSH_BYTES, PENDING_BYTES};
+pub use output::{FLUSH_BYTES, PENDING_BUFFERS};
 
 pub use pipeline::{Config, run};
 

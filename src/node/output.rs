@@ -9,14 +9,15 @@
 //! # The memory bound
 //!
 //! Replies are never gathered per input read. A batch holds at most
-//! [`FLUSH_BYTES`] of replies (plus the one piece being written, at most one
+//! `flush_bytes` ([`FLUSH_BYTES`] by default) of replies (plus the one piece being written, at most one
 //! event or one folded state): once its buffer reaches that, it writes the
 //! buffer out, first waiting for its turn if it must. A batch that finishes
 //! with less is *deposited* whole, so that the thread can move on, and is
 //! written by whichever thread completes the batch next in line (one
 //! `write` per small batch, as before); deposits wait for room once
-//! [`PENDING_BYTES`] are waiting. So reply memory stays below
-//! `threads × FLUSH_BYTES + PENDING_BYTES` plus the largest single event or
+//! [`PENDING_BUFFERS`] × `flush_bytes` are waiting. So reply memory stays
+//! below `(threads + PENDING_BUFFERS) × flush_bytes` plus the largest single
+//! event or
 //! state, whatever the requests: a stream of reads each returning 10,000
 //! large events needs no more than one of them, and a reply is written
 //! while it is still being made.
@@ -48,12 +49,14 @@ use parking_lot::{Condvar, Mutex};
 use std::collections::BTreeMap;
 use std::io::Write;
 
-/// A batch writes out its buffered replies once they reach this size.
+/// By default a batch writes out its buffered replies once they reach this
+/// size (`--reply-buffer-bytes`).
 pub const FLUSH_BYTES: usize = 256 * 1024;
 
-/// Finished batches waiting for earlier ones may hold this many bytes in
-/// total; a thread that finishes a batch beyond that waits for its turn.
-pub const PENDING_BYTES: usize = 1024 * 1024;
+/// Finished batches waiting for earlier ones may hold this many times the
+/// reply buffer in total (1 MiB by default); a thread that finishes a batch
+/// beyond that waits for its turn.
+pub const PENDING_BUFFERS: usize = 4;
 
 /// A finished batch waiting for its turn or for durability.
 struct Finished {
@@ -91,6 +94,7 @@ pub struct Output<W> {
     turn: Condvar,
     sync_wanted: Condvar,
     durable_store: bool,
+    flush_bytes: usize,
 }
 
 /// What became of a write attempt.
@@ -104,8 +108,9 @@ enum Flow {
 
 impl<W: Write> Output<W> {
     /// Output to `output` for `producers` threads; `durable_store` says
-    /// whether replies must wait for durability.
-    pub fn new(output: W, durable_store: bool, producers: usize) -> Output<W> {
+    /// whether replies must wait for durability; each batch buffers up to
+    /// `flush_bytes` (at least 1) before writing out.
+    pub fn new(output: W, durable_store: bool, producers: usize, flush_bytes: usize) -> Output<W> {
         Output {
             state: Mutex::new(State {
                 output,
@@ -121,6 +126,7 @@ impl<W: Write> Output<W> {
             turn: Condvar::new(),
             sync_wanted: Condvar::new(),
             durable_store,
+            flush_bytes: flush_bytes.max(1),
         }
     }
 
@@ -238,10 +244,8 @@ impl<W: Write> Output<W> {
             s.next += 1;
             s.turn_wants = 0;
         } else {
-            while !s.closed
-                && s.next != index
-                && s.pending_bytes + batch.replies.len() > PENDING_BYTES
-            {
+            let room = PENDING_BUFFERS * self.flush_bytes;
+            while !s.closed && s.next != index && s.pending_bytes + batch.replies.len() > room {
                 self.turn.wait(&mut s);
             }
             if s.closed {
@@ -383,7 +387,7 @@ impl<W: Write> ReplySink for BatchSink<'_, W> {
     }
 
     fn boundary(&mut self) {
-        if self.replies.len() >= FLUSH_BYTES {
+        if self.replies.len() >= self.output.flush_bytes {
             self.write_out();
         }
     }

@@ -60,6 +60,9 @@ pub struct Config {
     pub data_dir: Option<std::path::PathBuf>,
     /// When a durable node calls `fdatasync`.
     pub fsync: crate::storage::FsyncPolicy,
+    /// Replies a batch buffers before writing them out (see
+    /// `node/output.rs`).
+    pub reply_buffer_bytes: usize,
 }
 
 impl Default for Config {
@@ -69,6 +72,7 @@ impl Default for Config {
             max_line_bytes: super::DEFAULT_MAX_LINE_BYTES,
             data_dir: None,
             fsync: crate::storage::FsyncPolicy::Always,
+            reply_buffer_bytes: super::FLUSH_BYTES,
         }
     }
 }
@@ -160,7 +164,7 @@ fn run_serial(
     output: impl Write,
 ) -> io::Result<()> {
     let max = config.max_line_bytes;
-    let output = Output::new(output, store.is_durable(), 1);
+    let output = Output::new(output, store.is_durable(), 1, config.reply_buffer_bytes);
     let mut core = Core::new(store);
     let mut index = 0;
     read_batches(
@@ -229,7 +233,12 @@ fn run_parallel(
     };
     let durable = store.is_durable();
     // The workers, plus the reader, which processes small batches itself.
-    let output = Output::new(output, durable, config.workers + 1);
+    let output = Output::new(
+        output,
+        durable,
+        config.workers + 1,
+        config.reply_buffer_bytes,
+    );
     let (tx, rx) = channel::bounded::<(u64, Vec<u8>)>(config.workers * 2);
 
     // One batch, start to finish: decode and resolve (parallel), apply (in
