@@ -29,11 +29,18 @@
 //!
 //! Its validation matches serde_json's `ignore_value`: strings without raw
 //! control characters and with only the escapes `\" \\ \/ \b \f \n \r \t
-//! \uXXXX` (any four hex digits; surrogates are checked when a string is
-//! actually decoded), numbers of the JSON grammar, the literals `true`,
-//! `false`, `null`, and whitespace `' ' \t \n \r`. UTF-8 is checked once for
-//! the whole line before the scanner runs. `tests` below and the
+//! \uXXXX` (any four hex digits), numbers of the JSON grammar, the literals
+//! `true`, `false`, `null`, and whitespace `' ' \t \n \r`. UTF-8 is checked
+//! once for the whole line before the scanner runs. `tests` below and the
 //! `node_lines` fuzz target check the subset property against serde_json.
+//!
+//! Like serde_json's `RawValue`, it accepts a lone surrogate escape (valid
+//! JSON, but not Unicode), and notes that it saw one
+//! ([`Scanner::saw_lone_surrogate`]): the node refuses such a request, the
+//! fold reads such stored text. Only a string with a `\u` escape is checked
+//! (out of line), so the common string costs nothing more.
+
+use crate::escapes::{self, Unicode};
 
 /// Deepest nesting of arrays and objects the scanner follows inside a
 /// field's value; deeper values go to serde_json (whose limit is 128).
@@ -43,11 +50,39 @@ pub(crate) const MAX_DEPTH: usize = 64;
 pub(crate) struct Scanner<'a> {
     text: &'a str,
     pos: usize,
+    /// Whether a string passed so far holds a lone surrogate.
+    lone_surrogate: bool,
 }
 
 impl<'a> Scanner<'a> {
     pub(crate) fn new(text: &'a str) -> Scanner<'a> {
-        Scanner { text, pos: 0 }
+        Scanner {
+            text,
+            pos: 0,
+            lone_surrogate: false,
+        }
+    }
+
+    /// Whether a string passed so far holds a lone surrogate (`"\ud800"`
+    /// without a low-surrogate escape after it, or a lone `"\udc00"`):
+    /// valid JSON, but not Unicode. The scanner accepts it, as serde_json's
+    /// `RawValue` does; the node refuses the request (see `surrogates.rs`).
+    pub(crate) fn saw_lone_surrogate(&self) -> bool {
+        self.lone_surrogate
+    }
+
+    /// The `\u` escape at `at` (its backslash): where the string goes on
+    /// after it (and its low half, if any).
+    #[cold]
+    #[inline(never)]
+    fn unicode_escape(&mut self, at: usize) -> Option<usize> {
+        match escapes::unicode_escape(self.bytes(), at)? {
+            Unicode::Char(_, len) => Some(at + len),
+            Unicode::Lone(_) => {
+                self.lone_surrogate = true;
+                Some(at + 6)
+            }
+        }
     }
 
     fn bytes(&self) -> &'a [u8] {
@@ -101,13 +136,9 @@ impl<'a> Scanner<'a> {
                     escaped = true;
                     match *b.get(i + 1)? {
                         b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => i += 2,
-                        b'u' => {
-                            let hex = b.get(i + 2..i + 6)?;
-                            if !hex.iter().all(u8::is_ascii_hexdigit) {
-                                return None;
-                            }
-                            i += 6;
-                        }
+                        // Rare: checked out of line, so that the common
+                        // string pays nothing for the surrogate check.
+                        b'u' => i = self.unicode_escape(i)?,
                         _ => return None,
                     }
                 }
@@ -168,6 +199,45 @@ impl<'a> Scanner<'a> {
         let start = self.pos;
         self.skip_value(0)?;
         self.text.get(start..self.pos)
+    }
+
+    /// Skips one value (after whitespace) of text known to be valid JSON,
+    /// at any depth, without recursion; returns its text. For stored text
+    /// (the fold), whose nesting no limit bounds: only strings are checked.
+    pub(crate) fn stored_value(&mut self) -> Option<&'a str> {
+        self.skip_ws();
+        let start = self.pos;
+        let mut depth = 0usize;
+        loop {
+            match self.peek()? {
+                b'"' => drop(self.string()?),
+                b'{' | b'[' => {
+                    depth += 1;
+                    self.pos += 1;
+                    continue;
+                }
+                b'}' | b']' => {
+                    depth = depth.checked_sub(1)?;
+                    self.pos += 1;
+                }
+                // Inside a container: separators, whitespace, scalars.
+                _ if depth > 0 => {
+                    self.pos += 1;
+                    continue;
+                }
+                // A scalar at the top: up to what ends it.
+                _ => {
+                    while self.peek().is_some_and(|c| {
+                        !matches!(c, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')
+                    }) {
+                        self.pos += 1;
+                    }
+                }
+            }
+            if depth == 0 {
+                return self.text.get(start..self.pos).filter(|v| !v.is_empty());
+            }
+        }
     }
 
     fn skip_value(&mut self, depth: usize) -> Option<()> {
