@@ -11,9 +11,7 @@
 //! may hold one, and must still load and fold. What reads escapes therefore
 //! lives here, robust to them:
 //!
-//! - [`unicode_escape`]: one `\u` escape with its low half, for the request
-//!   scanner (which only calls it for strings that have such an escape, so
-//!   the common string costs nothing more);
+//! - [`unicode_escape`]: one `\u` escape with its low half;
 //! - [`lone_surrogates`]: where a text holds them (the node's cold path);
 //! - [`canonical_key`]: an escaped object key in one canonical spelling,
 //!   the fold's identity for keys.

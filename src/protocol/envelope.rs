@@ -239,29 +239,18 @@ fn fast_envelope<'a>(line: &'a str, envelope: &mut RawEnvelope<'a>) -> Option<()
     (s.at_end() && !s.saw_lone_surrogate()).then_some(())
 }
 
-/// The UTF-8 byte-order mark, skipped at the start of a line (many
-/// Windows tools write one).
-const BOM: &[u8] = b"\xEF\xBB\xBF";
+/// The byte-order mark, skipped at the start of a line (many Windows tools
+/// write one, as the bytes EF BB BF).
+const BOM: &str = "\u{FEFF}";
 
 /// Decodes one line (without its newline).
 pub fn decode(line: &[u8]) -> Message<'_> {
-    let (line, skipped) = match line.strip_prefix(BOM) {
-        Some(rest) => (rest, BOM.len()),
-        None => (line, 0),
-    };
     // Validate UTF-8 once for the whole line (SIMD-fast), then parse as
     // `str`: serde_json then skips re-validating every raw value it borrows.
     let Ok(text) = std::str::from_utf8(line) else {
         return Message::Unanswerable("line ignored: not valid UTF-8".to_owned());
     };
-    decode_text(Line::new(text, skipped), None)
-}
-
-/// Decodes a line's text. `lone`: the line is a copy whose lone surrogates
-/// were replaced (see `surrogates.rs`), and this is the request's refusal,
-/// given unless `msg_id` is itself the problem.
-pub(crate) fn decode_text<'a>(line: Line<'a>, lone: Option<&Rejection>) -> Message<'a> {
-    let text = line.text();
+    let mut line = Line::new(text, 0);
     let mut envelope = RawEnvelope::default();
     if fast_envelope(text, &mut envelope).is_some() {
         // Read side of the fast path's contract (write side: `scan`):
@@ -272,33 +261,75 @@ pub(crate) fn decode_text<'a>(line: Line<'a>, lone: Option<&Rejection>) -> Messa
             "the fast path disagrees with serde on {text}"
         );
     } else {
-        if lone.is_none() {
-            let found = escapes::lone_surrogates(text);
-            if !found.is_empty() {
-                return surrogates::decode(line, &found);
-            }
-        }
-        match serde_json::from_str::<RawEnvelope<'_>>(text) {
-            Ok(parsed) => envelope = parsed,
-            Err(strict) => return decode_loose(line, strict, lone),
+        match decode_slow(line) {
+            Ok(parsed) => (line, envelope) = parsed,
+            Err(message) => return message,
         }
     }
     let (Some(src), Some(body)) = (envelope.src.filter(|s| is_string(*s)), &envelope.body) else {
         return Message::Unanswerable(missing_envelope(envelope.src.is_some()));
     };
-    let dest = envelope.dest.filter(|d| is_string(*d));
     let (msg_id, request) = match msg_id(body.msg_id) {
-        Ok(id) => match lone {
-            Some(refusal) => (id, Err(refusal.clone())),
-            None => (id, decode_body(body, line)),
-        },
+        Ok(id) => (id, decode_body(body, line)),
         Err(e) => (None, Err(e)),
     };
     Message::Envelope(Envelope {
         src,
-        dest,
+        dest: envelope.dest.filter(|d| is_string(*d)),
         msg_id,
         request,
+    })
+}
+
+/// A line the fast path left: the envelope as serde reads it (and the line
+/// without its byte-order mark, if it had one), or the message when that is
+/// all there is to say (a line with lone surrogates, or one serde refuses).
+/// Out of line, so that `decode` stays small enough to inline its fast path
+/// whole; a line with a byte-order mark comes here (the fast path refuses
+/// its first byte), so the common line pays nothing for it.
+#[inline(never)]
+fn decode_slow(line: Line<'_>) -> Result<(Line<'_>, RawEnvelope<'_>), Message<'_>> {
+    let line = match line.text().strip_prefix(BOM) {
+        Some(rest) => Line::new(rest, BOM.len()),
+        None => line,
+    };
+    let found = escapes::lone_surrogates(line.text());
+    if !found.is_empty() {
+        return Err(surrogates::decode(line, &found));
+    }
+    serde_envelope(line, None).map(|envelope| (line, envelope))
+}
+
+/// The serde path: strict, then lenient (see the module docs). `refusal`:
+/// the request's error, for the lenient pass to give.
+fn serde_envelope<'a>(
+    line: Line<'a>,
+    refusal: Option<&Rejection>,
+) -> Result<RawEnvelope<'a>, Message<'a>> {
+    serde_json::from_str::<RawEnvelope<'_>>(line.text())
+        .map_err(|strict| decode_loose(line, strict, refusal))
+}
+
+/// Decodes the copy of a line whose lone surrogates were replaced
+/// (`surrogates.rs`) and refuses its request with `refusal`, unless
+/// `msg_id` (checked first) is itself the problem.
+pub(crate) fn decode_refused<'a>(line: Line<'a>, refusal: &Rejection) -> Message<'a> {
+    let envelope = match serde_envelope(line, Some(refusal)) {
+        Ok(envelope) => envelope,
+        Err(message) => return message,
+    };
+    let (Some(src), Some(body)) = (envelope.src.filter(|s| is_string(*s)), &envelope.body) else {
+        return Message::Unanswerable(missing_envelope(envelope.src.is_some()));
+    };
+    let (msg_id, problem) = match msg_id(body.msg_id) {
+        Ok(id) => (id, refusal.clone()),
+        Err(e) => (None, e),
+    };
+    Message::Envelope(Envelope {
+        src,
+        dest: envelope.dest.filter(|d| is_string(*d)),
+        msg_id,
+        request: Err(problem),
     })
 }
 
@@ -314,7 +345,7 @@ fn missing_envelope(has_src: bool) -> String {
 fn decode_loose<'a>(
     line: Line<'a>,
     strict: serde_json::Error,
-    lone: Option<&Rejection>,
+    refusal: Option<&Rejection>,
 ) -> Message<'a> {
     let text = line.text();
     let Ok(loose) = serde_json::from_str::<LooseEnvelope<'_>>(text) else {
@@ -332,7 +363,7 @@ fn decode_loose<'a>(
     let msg_id = serde_json::from_str::<LooseBody<'_>>(body.get())
         .ok()
         .and_then(|b| msg_id(b.msg_id).ok().flatten());
-    let problem = match lone {
+    let problem = match refusal {
         Some(refusal) => refusal.clone(),
         None => Rejection::malformed("body", line.error_in(text, &strict)),
     };

@@ -40,7 +40,7 @@
 //! fold reads such stored text. Only a string with a `\u` escape is checked
 //! (out of line), so the common string costs nothing more.
 
-use crate::escapes::{self, Unicode};
+use crate::escapes;
 
 /// Deepest nesting of arrays and objects the scanner follows inside a
 /// field's value; deeper values go to serde_json (whose limit is 128).
@@ -50,8 +50,9 @@ pub(crate) const MAX_DEPTH: usize = 64;
 pub(crate) struct Scanner<'a> {
     text: &'a str,
     pos: usize,
-    /// Whether a string passed so far holds a lone surrogate.
-    lone_surrogate: bool,
+    /// Whether a string passed so far has an escape of a surrogate (lone
+    /// or paired: told apart only then, out of the scanning loop).
+    surrogate_escape: bool,
 }
 
 impl<'a> Scanner<'a> {
@@ -59,7 +60,7 @@ impl<'a> Scanner<'a> {
         Scanner {
             text,
             pos: 0,
-            lone_surrogate: false,
+            surrogate_escape: false,
         }
     }
 
@@ -68,21 +69,7 @@ impl<'a> Scanner<'a> {
     /// valid JSON, but not Unicode. The scanner accepts it, as serde_json's
     /// `RawValue` does; the node refuses the request (see `surrogates.rs`).
     pub(crate) fn saw_lone_surrogate(&self) -> bool {
-        self.lone_surrogate
-    }
-
-    /// The `\u` escape at `at` (its backslash): where the string goes on
-    /// after it (and its low half, if any).
-    #[cold]
-    #[inline(never)]
-    fn unicode_escape(&mut self, at: usize) -> Option<usize> {
-        match escapes::unicode_escape(self.bytes(), at)? {
-            Unicode::Char(_, len) => Some(at + len),
-            Unicode::Lone(_) => {
-                self.lone_surrogate = true;
-                Some(at + 6)
-            }
-        }
+        self.surrogate_escape && !escapes::lone_surrogates(self.text).is_empty()
     }
 
     fn bytes(&self) -> &'a [u8] {
@@ -136,9 +123,19 @@ impl<'a> Scanner<'a> {
                     escaped = true;
                     match *b.get(i + 1)? {
                         b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => i += 2,
-                        // Rare: checked out of line, so that the common
-                        // string pays nothing for the surrogate check.
-                        b'u' => i = self.unicode_escape(i)?,
+                        b'u' => {
+                            let hex = b.get(i + 2..i + 6)?;
+                            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                                return None;
+                            }
+                            // `\uD800` to `\uDFFF`: only noted here, so
+                            // that the scanning loop stays as tight as it
+                            // was without the check.
+                            if matches!(hex[0], b'd' | b'D') && hex[1] | 0x20 >= b'8' {
+                                self.surrogate_escape = true;
+                            }
+                            i += 6;
+                        }
                         _ => return None,
                     }
                 }

@@ -19,7 +19,7 @@
 //! Such lines are rare and nothing here is on the hot path: the scanner
 //! checks only strings with a `\u` escape, out of line.
 
-use super::envelope::decode_text;
+use super::envelope::decode_refused;
 use super::position::Line;
 use super::request::{Envelope, Message, Rejection};
 use crate::types::JsonText;
@@ -35,11 +35,11 @@ const STAND_IN: &str = "\\ufffd";
 /// (byte offsets in the line's text, in order).
 pub(crate) fn decode<'a>(line: Line<'a>, found: &[usize]) -> Message<'a> {
     let Some(&first) = found.first() else {
-        return decode_text(line, None);
+        return Message::Unanswerable("line ignored: no lone surrogate after all".to_owned());
     };
     let copy = sanitized(line.text(), found);
     let refusal = rejection(line, first);
-    let envelope = match decode_text(line.with_text(&copy), Some(&refusal)) {
+    let envelope = match decode_refused(line.with_text(&copy), &refusal) {
         Message::Unanswerable(why) => return Message::Unanswerable(why),
         Message::Envelope(envelope) => envelope,
     };
