@@ -262,8 +262,8 @@ pub fn decode(line: &[u8]) -> Message<'_> {
         );
     } else {
         match decode_slow(line) {
-            Ok(parsed) => (line, envelope) = parsed,
-            Err(message) => return message,
+            Slow::Parsed(read, parsed) => (line, envelope) = (read, parsed),
+            Slow::Decided(message) => return message,
         }
     }
     let (Some(src), Some(body)) = (envelope.src.filter(|s| is_string(*s)), &envelope.body) else {
@@ -288,26 +288,34 @@ pub fn decode(line: &[u8]) -> Message<'_> {
 /// whole; a line with a byte-order mark comes here (the fast path refuses
 /// its first byte), so the common line pays nothing for it.
 #[inline(never)]
-fn decode_slow(line: Line<'_>) -> Result<(Line<'_>, RawEnvelope<'_>), Message<'_>> {
+fn decode_slow(line: Line<'_>) -> Slow<'_> {
     let line = match line.text().strip_prefix(BOM) {
         Some(rest) => Line::new(rest, BOM.len()),
         None => line,
     };
     let found = escapes::lone_surrogates(line.text());
     if !found.is_empty() {
-        return Err(surrogates::decode(line, &found));
+        return Slow::Decided(surrogates::decode(line, &found));
     }
-    serde_envelope(line, None).map(|envelope| (line, envelope))
+    serde_envelope(line, None)
+}
+
+/// What the slow path made of a line.
+enum Slow<'a> {
+    /// The envelope as serde reads it, and the line it read (without a
+    /// byte-order mark).
+    Parsed(Line<'a>, RawEnvelope<'a>),
+    /// The message, when that is all there is to say.
+    Decided(Message<'a>),
 }
 
 /// The serde path: strict, then lenient (see the module docs). `refusal`:
 /// the request's error, for the lenient pass to give.
-fn serde_envelope<'a>(
-    line: Line<'a>,
-    refusal: Option<&Rejection>,
-) -> Result<RawEnvelope<'a>, Message<'a>> {
-    serde_json::from_str::<RawEnvelope<'_>>(line.text())
-        .map_err(|strict| decode_loose(line, strict, refusal))
+fn serde_envelope<'a>(line: Line<'a>, refusal: Option<&Rejection>) -> Slow<'a> {
+    match serde_json::from_str::<RawEnvelope<'_>>(line.text()) {
+        Ok(envelope) => Slow::Parsed(line, envelope),
+        Err(strict) => Slow::Decided(decode_loose(line, strict, refusal)),
+    }
 }
 
 /// Decodes the copy of a line whose lone surrogates were replaced
@@ -315,8 +323,8 @@ fn serde_envelope<'a>(
 /// `msg_id` (checked first) is itself the problem.
 pub(crate) fn decode_refused<'a>(line: Line<'a>, refusal: &Rejection) -> Message<'a> {
     let envelope = match serde_envelope(line, Some(refusal)) {
-        Ok(envelope) => envelope,
-        Err(message) => return message,
+        Slow::Parsed(_, envelope) => envelope,
+        Slow::Decided(message) => return message,
     };
     let (Some(src), Some(body)) = (envelope.src.filter(|s| is_string(*s)), &envelope.body) else {
         return Message::Unanswerable(missing_envelope(envelope.src.is_some()));
