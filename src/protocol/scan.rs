@@ -64,10 +64,12 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// Whether a string passed so far holds a lone surrogate (`"\ud800"`
-    /// without a low-surrogate escape after it, or a lone `"\udc00"`):
-    /// valid JSON, but not Unicode. The scanner accepts it, as serde_json's
-    /// `RawValue` does; the node refuses the request (see `surrogates.rs`).
+    /// Whether the text holds a lone surrogate (`"\ud800"` without a
+    /// low-surrogate escape after it, or a lone `"\udc00"`): valid JSON, but
+    /// not Unicode. The scanner accepts it, as serde_json's `RawValue` does;
+    /// the node refuses the request (see `surrogates.rs`). Asked once the
+    /// scan is done: the text is searched only if a string passed had an
+    /// escape in `\uD800`..`\uDFFF`.
     pub(crate) fn saw_lone_surrogate(&self) -> bool {
         self.surrogate_escape && !escapes::lone_surrogates(self.text).is_empty()
     }
@@ -479,6 +481,34 @@ mod tests {
         assert_eq!(get(r#"{"a":1,"a":2}"#), None);
         assert_eq!(get(r#"{"\u0061":1}"#), None);
         assert_eq!(get(r#"{"x":1,"x":2}"#), Some([None, None]));
+    }
+
+    #[test]
+    fn lone_surrogates_are_accepted_and_noted() {
+        for (text, lone) in [
+            (r#"["\ud800"]"#, true),
+            (r#"{"\uDC00":1}"#, true),
+            (r#"["\ud800\u0041"]"#, true),
+            (r#"["\ud83d\ude00","\uD83D\uDE00"]"#, false),
+            (r#"["\u00e9\u0d80\\ud800"]"#, false),
+        ] {
+            let mut s = Scanner::new(text);
+            assert_eq!(s.value(), Some(text), "{text}");
+            assert_eq!(s.saw_lone_surrogate(), lone, "{text}");
+            assert_eq!(serde(text), Some(text), "{text}");
+        }
+    }
+
+    #[test]
+    fn stored_values_nest_without_limit() {
+        let deep = "[".repeat(10 * MAX_DEPTH) + r#"{"a":"]}\""}"# + &"]".repeat(10 * MAX_DEPTH);
+        for text in [&deep[..], "12.5e3", "true", r#""s\"""#, "{}"] {
+            let line = format!(" {text} ,9");
+            let mut s = Scanner::new(&line);
+            assert_eq!(s.stored_value(), Some(text), "{text}");
+        }
+        assert_eq!(Scanner::new("]").stored_value(), None);
+        assert_eq!(Scanner::new(",").stored_value(), None);
     }
 
     #[test]
