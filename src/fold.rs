@@ -16,7 +16,7 @@
 //! escapes inside values come out exactly as they went in, and deep nesting
 //! below the top level costs nothing (values are skipped without recursion).
 //!
-//! Keys are compared in one canonical spelling ([`canonical_key`]), read
+//! Keys are compared in one canonical spelling (`escapes::canonical_key`), read
 //! escape by escape without ever failing: stored text may hold a lone
 //! surrogate (written by an earlier version, which accepted one, or given
 //! to the library as a `RawValue`), and a key holding one is a key like any
