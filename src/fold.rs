@@ -11,17 +11,22 @@
 //! event, which merges into `{}` (there is nothing to merge into otherwise).
 //!
 //! The fold works on raw JSON text: each object is split into its top-level
-//! `(key, raw value)` pairs, values are never parsed, and the result is
-//! written back as text. Numbers, nested key order and escapes come out
-//! exactly as they went in, and deep nesting below the top level costs
-//! nothing (serde_json skips raw values iteratively, without recursion).
+//! `(key, raw value)` pairs by the request scanner, values are never parsed,
+//! and the result is written back as text. Numbers, nested key order and
+//! escapes inside values come out exactly as they went in, and deep nesting
+//! below the top level costs nothing (values are skipped without recursion).
+//!
+//! Keys are compared in one canonical spelling (`escapes::canonical_key`), read
+//! escape by escape without ever failing: stored text may hold a lone
+//! surrogate (written by an earlier version, which accepted one, or given
+//! to the library as a `RawValue`), and a key holding one is a key like any
+//! other. (Decoding keys with serde_json, as this once did, failed on such
+//! a key and dropped it and every key after it.)
 
-use crate::json;
-use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
-use serde_json::value::RawValue;
+use crate::escapes::canonical_key;
+use crate::protocol::scan::Scanner;
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::fmt;
 
 /// Above this many keys the fold indexes keys in a hash map; below it a
 /// linear scan of a short vector is faster.
@@ -32,7 +37,9 @@ const LINEAR_KEYS: usize = 16;
 pub struct Fold<'a> {
     /// The state when it is not an object (only from a snapshot's state).
     other: Option<&'a str>,
-    entries: Vec<(Cow<'a, str>, &'a RawValue)>,
+    /// Each key in its canonical spelling (written back as it is), with its
+    /// value's raw text.
+    entries: Vec<(Cow<'a, str>, &'a str)>,
     index: HashMap<Cow<'a, str>, usize>,
 }
 
@@ -62,14 +69,23 @@ impl<'a> Fold<'a> {
     }
 
     fn merge(&mut self, object: &'a str) {
-        let mut de = serde_json::Deserializer::from_str(object);
+        let mut scanner = Scanner::new(object);
+        let merged = scanner.object(|s, key, escaped| {
+            let value = s.stored_value()?;
+            let key = if escaped {
+                Cow::Owned(canonical_key(key))
+            } else {
+                Cow::Borrowed(key)
+            };
+            self.set(key, value);
+            Some(())
+        });
         // The text was validated when it was stored; a failure here would be
-        // a bug, and the safest response is to leave the state unchanged.
-        let merged = de.deserialize_map(MergeVisitor { fold: self });
-        debug_assert!(merged.is_ok(), "stored JSON failed to parse: {merged:?}");
+        // a bug, and the safest response is to keep what was merged.
+        debug_assert!(merged.is_some(), "stored JSON failed to parse: {object}");
     }
 
-    fn set(&mut self, key: Cow<'a, str>, value: &'a RawValue) {
+    fn set(&mut self, key: Cow<'a, str>, value: &'a str) {
         if self.entries.len() < LINEAR_KEYS {
             if let Some(slot) = self.entries.iter_mut().find(|(k, _)| *k == key) {
                 slot.1 = value;
@@ -101,9 +117,11 @@ impl<'a> Fold<'a> {
             if i > 0 {
                 out.push(b',');
             }
-            json::write_str(out, key);
-            out.push(b':');
-            out.extend_from_slice(value.get().as_bytes());
+            // Canonical keys are written as they are: already escaped.
+            out.push(b'"');
+            out.extend_from_slice(key.as_bytes());
+            out.extend_from_slice(b"\":");
+            out.extend_from_slice(value.as_bytes());
         }
         out.push(b'}');
     }
@@ -119,55 +137,6 @@ impl<'a> Fold<'a> {
 
 fn is_object(text: &str) -> bool {
     text.trim_start().starts_with('{')
-}
-
-struct MergeVisitor<'f, 'a> {
-    fold: &'f mut Fold<'a>,
-}
-
-impl<'de, 'f> Visitor<'de> for MergeVisitor<'f, 'de> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON object")
-    }
-
-    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<(), M::Error> {
-        while let Some(key) = map.next_key_seed(KeySeed)? {
-            let value: &'de RawValue = map.next_value()?;
-            self.fold.set(key, value);
-        }
-        Ok(())
-    }
-}
-
-/// Deserialises an object key, borrowing it when it has no escapes.
-struct KeySeed;
-
-impl<'de> DeserializeSeed<'de> for KeySeed {
-    type Value = Cow<'de, str>;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_str(KeyVisitor)
-    }
-}
-
-struct KeyVisitor;
-
-impl<'de> Visitor<'de> for KeyVisitor {
-    type Value = Cow<'de, str>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a string key")
-    }
-
-    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-        Ok(Cow::Borrowed(v))
-    }
-
-    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Cow::Owned(v.to_owned()))
-    }
 }
 
 #[cfg(test)]
@@ -217,6 +186,46 @@ mod tests {
     #[test]
     fn escaped_keys_merge_with_plain_ones() {
         assert_eq!(fold(None, &[r#"{"a":1}"#, r#"{"\u0061":2}"#]), r#"{"a":2}"#);
+    }
+
+    #[test]
+    fn lone_surrogate_keys_are_keys_like_any_other() {
+        // The case of issue 13: the key and every key after it were lost.
+        assert_eq!(
+            fold(None, &[r#"{"a":1}"#, r#"{"\udc00":1,"b":2}"#]),
+            r#"{"a":1,"\udc00":1,"b":2}"#
+        );
+        // Spelled differently, the same key; a different unit, another key.
+        assert_eq!(
+            fold(
+                None,
+                &[r#"{"\ud800":1,"x":0}"#, r#"{"\uD800":2,"\ud801":3}"#]
+            ),
+            r#"{"\ud800":2,"x":0,"\ud801":3}"#
+        );
+        // Lone surrogates inside values are kept as written.
+        assert_eq!(
+            fold(Some(r#"{"\ud800":"\udc00x"}"#), &[r#"{"b":["\ud800"]}"#]),
+            r#"{"\ud800":"\udc00x","b":["\ud800"]}"#
+        );
+    }
+
+    #[test]
+    fn escaped_keys_are_written_as_serde_json_writes_them() {
+        assert_eq!(
+            fold(None, &[r#"{"\u00e9\/\u0022":1,"\ud83d\ude00\n":2}"#]),
+            "{\"é/\\\"\":1,\"😀\\n\":2}"
+        );
+    }
+
+    #[test]
+    fn values_nest_deeper_than_any_limit() {
+        let deep = "[".repeat(100_000) + &"]".repeat(100_000);
+        let data = format!(r#"{{"d":{deep},"after":"x\"]}}"}}"#);
+        assert_eq!(
+            fold(None, &[r#"{"a":1}"#, &data]),
+            format!(r#"{{"a":1,"d":{deep},"after":"x\"]}}"}}"#)
+        );
     }
 
     #[test]

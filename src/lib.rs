@@ -65,6 +65,7 @@
 #![warn(missing_docs)]
 
 pub mod error;
+pub(crate) mod escapes;
 pub mod event;
 pub mod fold;
 pub mod hash;

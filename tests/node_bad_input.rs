@@ -7,66 +7,6 @@ mod common;
 use common::*;
 use serde_json::{Value, json};
 
-fn stored() -> [Value; 2] {
-    let e = event(1, "a", 1, "T", json!({"k": 1}), None);
-    [
-        json!({"type": "all_read", "in_reply_to": 1000, "events": [e.clone()], "head": 1}),
-        json!({"type": "stream_read", "in_reply_to": 1001, "aggregate_id": "a", "version": 1, "events": [e]}),
-    ]
-}
-
-fn around_nothing() -> Vec<u8> {
-    let mut v = Vec::new();
-    for l in [
-        req(append(1, "a", "T", json!({"k": 1}), json!(0))),
-        req(read_all(1000)),
-        req(read_stream(1001, "a")),
-    ] {
-        v.extend_from_slice(l.as_bytes());
-        v.push(b'\n');
-    }
-    v
-}
-
-fn around(bad: &[u8]) -> Vec<u8> {
-    let mut v = Vec::new();
-    v.extend_from_slice(req(append(1, "a", "T", json!({"k": 1}), json!(0))).as_bytes());
-    v.push(b'\n');
-    v.extend_from_slice(bad);
-    v.push(b'\n');
-    v.extend_from_slice(req(read_all(1000)).as_bytes());
-    v.push(b'\n');
-    v.extend_from_slice(req(read_stream(1001, "a")).as_bytes());
-    v.push(b'\n');
-    v
-}
-
-/// Runs the hostile line with `args`; `reply` is the expected reply body
-/// (`None`: no reply at all, and exactly one more stderr line than without
-/// the hostile line).
-fn hostile_with(args: &[&str], bad: impl AsRef<[u8]>, reply: Option<Value>) -> Output {
-    let out = run_bytes(args, &around(bad.as_ref()));
-    let mut expected = vec![appended(1, 1)];
-    expected.extend(reply.clone());
-    expected.extend(stored());
-    check_output(&out, &expected);
-    if reply.is_none() {
-        let base = run_bytes(args, &around_nothing());
-        assert_eq!(
-            out.stderr_lines(),
-            base.stderr_lines() + 1,
-            "a line that gets no reply gets exactly one stderr line\nstderr:\n{}\nbaseline stderr:\n{}",
-            out.stderr,
-            base.stderr
-        );
-    }
-    out
-}
-
-fn hostile(bad: impl AsRef<[u8]>, reply: Option<Value>) -> Output {
-    hostile_with(&[], bad, reply)
-}
-
 /// The hostile line is a request body; the reply must be error 12 naming `field`.
 fn field_error(body: Value, field: &str) {
     let in_reply_to = body["msg_id"].as_u64().unwrap();

@@ -16,6 +16,12 @@
 //!   its order;
 //! - bad input does not change stored data: only an `appended` reply may
 //!   move the head, by exactly the events it reports;
+//! - text must be Unicode: a request holding a lone surrogate escape
+//!   (`"\ud800"` without a low half after it, a lone `"\udc00"`) anywhere
+//!   gets error 12 saying "lone surrogate" (or the `msg_id` error, checked
+//!   first), with `in_reply_to` whenever `msg_id` is readable; one whose
+//!   `src` holds one gets no reply; valid pairs are text like any other;
+//! - a leading UTF-8 byte-order mark is skipped; `-0` is 0;
 //! - replies agree with the store (sequence numbers, ids, versions);
 //! - after the session the store's invariants hold: the head equals the
 //!   number of events `read_all` returns, sequence numbers are 1..=head, each
@@ -125,12 +131,81 @@ impl<'a> Obj<'a> {
     }
 }
 
-/// A JSON integer >= 0 fitting in u64, written as plain digits.
+/// A JSON integer >= 0 fitting in u64, written as plain digits (or `-0`,
+/// which is 0).
 fn uint(text: &str) -> Option<u64> {
-    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+    if text == "-0" {
+        Some(0)
+    } else if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
         text.parse().ok()
     } else {
         None
+    }
+}
+
+// ------------------------------------------------------- lone surrogates
+
+/// Where the escapes of lone surrogates start in JSON text (valid JSON:
+/// backslashes only occur in strings). Written apart from the node's own
+/// check, as an oracle.
+fn lone_surrogates(text: &[u8]) -> Vec<usize> {
+    let unit = |at: usize| -> Option<u32> {
+        let hex = text.get(at..at + 6)?;
+        if &hex[..2] != b"\\u" {
+            return None;
+        }
+        u32::from_str_radix(std::str::from_utf8(&hex[2..]).ok()?, 16).ok()
+    };
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i < text.len() {
+        if text[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        match unit(i) {
+            Some(0xD800..=0xDBFF) if matches!(unit(i + 6), Some(0xDC00..=0xDFFF)) => i += 12,
+            Some(0xD800..=0xDFFF) => {
+                found.push(i);
+                i += 6;
+            }
+            Some(_) => i += 6,
+            None => i += 2,
+        }
+    }
+    found
+}
+
+/// A line as the oracle reads it: without a leading byte-order mark, and
+/// with every lone surrogate escape replaced by `\ufffd` (same length, so
+/// offsets stay), which serde_json can decode.
+struct View {
+    text: Vec<u8>,
+    lone: Vec<usize>,
+}
+
+impl View {
+    fn new(line: &[u8]) -> View {
+        let line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
+        let lone = if std::str::from_utf8(line).is_ok()
+            && serde_json::from_slice::<IgnoredAny>(line).is_ok()
+        {
+            lone_surrogates(line)
+        } else {
+            Vec::new()
+        };
+        let mut text = line.to_vec();
+        for &at in &lone {
+            text[at..at + 6].copy_from_slice(b"\\ufffd");
+        }
+        View { text, lone }
+    }
+
+    /// Whether `part` (a slice of the view's text) holds a lone surrogate.
+    fn has_lone(&self, part: &RawValue) -> bool {
+        let start = part.get().as_ptr() as usize - self.text.as_ptr() as usize;
+        let end = start + part.get().len();
+        self.lone.iter().any(|at| (start..end).contains(at))
     }
 }
 
@@ -218,11 +293,14 @@ struct Request<'a> {
     /// `None`: undecided (duplicate `msg_id`).
     msg_id: Option<Option<u64>>,
     /// The body, when no field the node reads occurs twice (only then are
-    /// field checks made).
+    /// field checks made) and the line is Unicode.
     body: Option<Obj<'a>>,
+    /// The line holds a lone surrogate: error 12 (or the `msg_id` error).
+    lone: bool,
 }
 
-fn expect(line: &[u8]) -> Expect<'_> {
+fn expect(view: &View) -> Expect<'_> {
+    let line = &view.text[..];
     let Ok(text) = std::str::from_utf8(line) else {
         return Expect::Nothing; // JSON text is UTF-8
     };
@@ -245,6 +323,10 @@ fn expect(line: &[u8]) -> Expect<'_> {
     let (Some(src), Some(body_raw)) = (src, body) else {
         return Expect::Nothing;
     };
+    if view.has_lone(src) {
+        return Expect::Nothing; // a src that is not Unicode
+    }
+    let lone = !view.lone.is_empty();
     let body = Obj::parse(body_raw.get().as_bytes());
     let msg_id = match &body {
         None => None,
@@ -256,9 +338,13 @@ fn expect(line: &[u8]) -> Expect<'_> {
     };
     Expect::Reply(Request {
         src,
-        dest: top.get("dest").filter(|d| is_string(d)),
+        // A dest that is not Unicode is not echoed.
+        dest: top
+            .get("dest")
+            .filter(|d| is_string(d) && !view.has_lone(d)),
         msg_id,
-        body: body.filter(|b| !b.has_duplicate_fields()),
+        body: body.filter(|b| !b.has_duplicate_fields() && !lone),
+        lone,
     })
 }
 
@@ -309,7 +395,8 @@ impl Session {
         let mut out = Vec::new();
         let diagnostic = self.core.handle(line, &mut out);
         let head_after = self.store.head().0;
-        let expected = expect(line);
+        let view = View::new(line);
+        let expected = expect(&view);
         if trace() {
             eprintln!("> {}", String::from_utf8_lossy(line));
             eprintln!("< {}", String::from_utf8_lossy(&out).trim_end());
@@ -507,6 +594,16 @@ impl Session {
                 echoed,
                 msg_id,
                 "in_reply_to vs the request's msg_id{}",
+                ctx()
+            );
+        }
+        if req.lone {
+            let text = body.string("text").unwrap_or_default();
+            assert!(
+                rtype == "error"
+                    && body.u64("code") == Some(12)
+                    && (text.contains("lone surrogate") || text.starts_with("msg_id: ")),
+                "a request holding a lone surrogate got no error 12 saying so{}",
                 ctx()
             );
         }
@@ -854,6 +951,9 @@ const AGGREGATES: &[&str] = &[
     r#"7"#,
     r#"null"#,
     r#""a\nb""#,
+    r#""\ud83d\ude00""#,
+    r#""a\udc00""#,
+    r#""\uD800b""#,
 ];
 const EVENT_TYPES: &[&str] = &[
     r#""T""#,
@@ -863,6 +963,8 @@ const EVENT_TYPES: &[&str] = &[
     r#""""#,
     r#"5"#,
     r#""t\u00e9""#,
+    r#""T\ud800""#,
+    r#""\ud83d\ude00""#,
 ];
 const DATA: &[&str] = &[
     r#"{}"#,
@@ -885,6 +987,12 @@ const DATA: &[&str] = &[
     r#"{ "sp" : [ ] }"#,
     r#"{"big":123456789012345678901234567890}"#,
     r#"true"#,
+    r#"{"\udc00":1,"b":2}"#,
+    r#"{"k":"\ud800"}"#,
+    r#"{"\ud83d\ude00":"\uD83D\uDE00"}"#,
+    r#""\ud800\u0041""#,
+    r#"["\ud800\ud800\udc00"]"#,
+    r#"{"a":{"\uDBFF":"\udfff"}}"#,
 ];
 const METADATA: &[&str] = &[
     r#"{"m":1}"#,
@@ -893,6 +1001,8 @@ const METADATA: &[&str] = &[
     r#"[]"#,
     r#""x""#,
     r#"null"#,
+    r#"{"\ud800":1}"#,
+    r#"{"m":"\ud83d\ude00"}"#,
 ];
 const UUIDS: &[&str] = &[
     "67e55044-10b1-426f-9247-bb680e5fe0c8",
@@ -992,6 +1102,10 @@ impl<'a> Generator<'a> {
         if self.byte() >= 240 {
             self.mutate(&mut line);
         }
+        if self.byte() >= 250 {
+            // A byte-order mark, as some Windows tools write.
+            line.splice(0..0, *b"\xEF\xBB\xBF");
+        }
         line
     }
 
@@ -1024,7 +1138,14 @@ impl<'a> Generator<'a> {
         let src = if self.valid() {
             self.pick(&[r#""c1""#, r#""c2""#, r#""c1""#])
         } else {
-            self.pick(&[r#""\u0063\u0031""#, "5", "null", r#""""#])
+            self.pick(&[
+                r#""\u0063\u0031""#,
+                "5",
+                "null",
+                r#""""#,
+                r#""c\ud800""#,
+                r#""\ud83d\ude00""#,
+            ])
         };
         let dest = if self.valid() {
             self.pick(&[r#","dest":"n1""#, "", r#","dest":"n1""#])
@@ -1034,6 +1155,9 @@ impl<'a> Generator<'a> {
                 r#","dest":null"#,
                 r#","dest":"n\"2""#,
                 r#","extra":[1,{"x":2}]"#,
+                r#","dest":"n\udc00""#,
+                r#","x\ud800":1"#,
+                r#","x":["\udc00"]"#,
             ])
         };
         if self.byte() >= 250 {
@@ -1217,6 +1341,9 @@ impl<'a> Generator<'a> {
                 r#","zzz":{"y":[null]}}"#,
                 r#","type":"read_all"}"#,
                 r#","aggregate_id":"b"}"#,
+                r#","\udc00":1}"#,
+                r#","zz":"\ud800"}"#,
+                r#","\ud83d\ude00":"\ud83d\ude00"}"#,
             ]);
         }
         b

@@ -16,6 +16,12 @@
 //!   (a usable envelope) or none (not a JSON object with a string `src` and
 //!   an object `body`).
 //!
+//! A line holding a lone surrogate (valid JSON, but not Unicode) takes a
+//! third, cold path, `surrogates.rs`, which refuses the request with error
+//! 12 and keeps `in_reply_to` whenever `msg_id` is readable. A leading UTF-8
+//! byte-order mark is skipped; error positions still count within the line
+//! as sent (`position.rs`).
+//!
 //! The fast path never accepts a line the serde path would refuse, and
 //! yields the same field texts when both accept: unit tests below, the
 //! debug assertions in `decode` and `JsonText::trusted`, and the
@@ -24,8 +30,11 @@
 //! `null` counts as "not given" for every field except the JSON payloads
 //! `event_data` and `state`, where it is a value like any other.
 
+use super::position::Line;
 use super::request::{Envelope, Message, Rejection, decode_body, msg_id};
 use super::scan::{self, Scanner};
+use super::surrogates;
+use crate::escapes;
 use crate::types::JsonText;
 use serde::{Deserialize, Deserializer};
 
@@ -204,7 +213,7 @@ pub(crate) fn elements(raw: JsonText<'_>) -> Result<Vec<JsonText<'_>>, serde_jso
 
 /// The fast path over a whole line, filling `envelope` in place (it is
 /// large: returning it by value costs copies). `None` leaves the line to
-/// serde, and `envelope` half filled.
+/// the slow path (serde, or `surrogates.rs`), and `envelope` half filled.
 fn fast_envelope<'a>(line: &'a str, envelope: &mut RawEnvelope<'a>) -> Option<()> {
     let mut s = Scanner::new(line);
     scan::fields(&mut s, |key, s| match key {
@@ -226,44 +235,109 @@ fn fast_envelope<'a>(line: &'a str, envelope: &mut RawEnvelope<'a>) -> Option<()
         }
         _ => s.value().map(|_| 0),
     })?;
-    s.at_end().then_some(())
+    // A lone surrogate anywhere: the cold path decides (`surrogates.rs`).
+    (s.at_end() && !s.saw_lone_surrogate()).then_some(())
 }
+
+/// The byte-order mark, skipped at the start of a line (many Windows tools
+/// write one, as the bytes EF BB BF).
+const BOM: &str = "\u{FEFF}";
 
 /// Decodes one line (without its newline).
 pub fn decode(line: &[u8]) -> Message<'_> {
     // Validate UTF-8 once for the whole line (SIMD-fast), then parse as
     // `str`: serde_json then skips re-validating every raw value it borrows.
-    let Ok(line) = std::str::from_utf8(line) else {
+    let Ok(text) = std::str::from_utf8(line) else {
         return Message::Unanswerable("line ignored: not valid UTF-8".to_owned());
     };
+    let mut line = Line::new(text, 0);
     let mut envelope = RawEnvelope::default();
-    if fast_envelope(line, &mut envelope).is_some() {
+    if fast_envelope(text, &mut envelope).is_some() {
         // Read side of the fast path's contract (write side: `scan`):
         // whatever it accepts, serde accepts with the same fields.
         debug_assert_eq!(
             Some(&envelope),
-            serde_json::from_str::<RawEnvelope<'_>>(line).ok().as_ref(),
-            "the fast path disagrees with serde on {line}"
+            serde_json::from_str::<RawEnvelope<'_>>(text).ok().as_ref(),
+            "the fast path disagrees with serde on {text}"
         );
     } else {
-        match serde_json::from_str::<RawEnvelope<'_>>(line) {
-            Ok(parsed) => envelope = parsed,
-            Err(strict) => return decode_loose(line, strict),
+        match decode_slow(line) {
+            Slow::Parsed(read, parsed) => (line, envelope) = (read, parsed),
+            Slow::Decided(message) => return message,
         }
     }
     let (Some(src), Some(body)) = (envelope.src.filter(|s| is_string(*s)), &envelope.body) else {
         return Message::Unanswerable(missing_envelope(envelope.src.is_some()));
     };
-    let dest = envelope.dest.filter(|d| is_string(*d));
     let (msg_id, request) = match msg_id(body.msg_id) {
-        Ok(id) => (id, decode_body(body)),
+        Ok(id) => (id, decode_body(body, line)),
         Err(e) => (None, Err(e)),
     };
     Message::Envelope(Envelope {
         src,
-        dest,
+        dest: envelope.dest.filter(|d| is_string(*d)),
         msg_id,
         request,
+    })
+}
+
+/// A line the fast path left: the envelope as serde reads it (and the line
+/// without its byte-order mark, if it had one), or the message when that is
+/// all there is to say (a line with lone surrogates, or one serde refuses).
+/// Out of line, so that `decode` stays small enough to inline its fast path
+/// whole; a line with a byte-order mark comes here (the fast path refuses
+/// its first byte), so the common line pays nothing for it.
+#[inline(never)]
+fn decode_slow(line: Line<'_>) -> Slow<'_> {
+    let line = match line.text().strip_prefix(BOM) {
+        Some(rest) => Line::new(rest, BOM.len()),
+        None => line,
+    };
+    let found = escapes::lone_surrogates(line.text());
+    if !found.is_empty() {
+        return Slow::Decided(surrogates::decode(line, &found));
+    }
+    serde_envelope(line, None)
+}
+
+/// What the slow path made of a line.
+enum Slow<'a> {
+    /// The envelope as serde reads it, and the line it read (without a
+    /// byte-order mark).
+    Parsed(Line<'a>, RawEnvelope<'a>),
+    /// The message, when that is all there is to say.
+    Decided(Message<'a>),
+}
+
+/// The serde path: strict, then lenient (see the module docs). `refusal`:
+/// the request's error, for the lenient pass to give.
+fn serde_envelope<'a>(line: Line<'a>, refusal: Option<&Rejection>) -> Slow<'a> {
+    match serde_json::from_str::<RawEnvelope<'_>>(line.text()) {
+        Ok(envelope) => Slow::Parsed(line, envelope),
+        Err(strict) => Slow::Decided(decode_loose(line, strict, refusal)),
+    }
+}
+
+/// Decodes the copy of a line whose lone surrogates were replaced
+/// (`surrogates.rs`) and refuses its request with `refusal`, unless
+/// `msg_id` (checked first) is itself the problem.
+pub(crate) fn decode_refused<'a>(line: Line<'a>, refusal: &Rejection) -> Message<'a> {
+    let envelope = match serde_envelope(line, Some(refusal)) {
+        Slow::Parsed(_, envelope) => envelope,
+        Slow::Decided(message) => return message,
+    };
+    let (Some(src), Some(body)) = (envelope.src.filter(|s| is_string(*s)), &envelope.body) else {
+        return Message::Unanswerable(missing_envelope(envelope.src.is_some()));
+    };
+    let (msg_id, problem) = match msg_id(body.msg_id) {
+        Ok(id) => (id, refusal.clone()),
+        Err(e) => (None, e),
+    };
+    Message::Envelope(Envelope {
+        src,
+        dest: envelope.dest.filter(|d| is_string(*d)),
+        msg_id,
+        request: Err(problem),
     })
 }
 
@@ -276,9 +350,17 @@ fn missing_envelope(has_src: bool) -> String {
 }
 
 /// Second pass after the strict one failed: is the envelope usable?
-fn decode_loose(line: &str, strict: serde_json::Error) -> Message<'_> {
-    let Ok(loose) = serde_json::from_str::<LooseEnvelope<'_>>(line) else {
-        return Message::Unanswerable(format!("line ignored: not a JSON object: {strict}"));
+fn decode_loose<'a>(
+    line: Line<'a>,
+    strict: serde_json::Error,
+    refusal: Option<&Rejection>,
+) -> Message<'a> {
+    let text = line.text();
+    let Ok(loose) = serde_json::from_str::<LooseEnvelope<'_>>(text) else {
+        return Message::Unanswerable(format!(
+            "line ignored: not a JSON object: {}",
+            line.error_in(text, &strict)
+        ));
     };
     let (Some(src), Some(body)) = (loose.src.filter(|s| is_string(*s)), loose.body) else {
         return Message::Unanswerable(missing_envelope(loose.src.is_some()));
@@ -289,11 +371,15 @@ fn decode_loose(line: &str, strict: serde_json::Error) -> Message<'_> {
     let msg_id = serde_json::from_str::<LooseBody<'_>>(body.get())
         .ok()
         .and_then(|b| msg_id(b.msg_id).ok().flatten());
+    let problem = match refusal {
+        Some(refusal) => refusal.clone(),
+        None => Rejection::malformed("body", line.error_in(text, &strict)),
+    };
     Message::Envelope(Envelope {
         src,
         dest: loose.dest.filter(|d| is_string(*d)),
         msg_id,
-        request: Err(Rejection::malformed("body", strict)),
+        request: Err(problem),
     })
 }
 

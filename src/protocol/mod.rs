@@ -5,8 +5,10 @@
 
 pub mod envelope;
 pub mod handler;
+mod position;
 pub mod request;
 pub(crate) mod scan;
+mod surrogates;
 
 pub use envelope::decode;
 pub use handler::{

@@ -13,6 +13,7 @@
 //! payloads `event_data` and `state`, where it is a value like any other.
 
 use super::envelope::{Payload, RawBody, RawEvent, elements};
+use super::position::{Line, problem};
 use crate::event::NewEvent;
 use crate::store::{Aggregate, EventStore, Prepared};
 use crate::time::Timestamp;
@@ -206,9 +207,11 @@ fn string<'a>(raw: JsonText<'a>, field: &str) -> Result<Cow<'a, str>, Rejection>
     if !text.contains('\\') {
         return Ok(Cow::Borrowed(&text[1..text.len() - 1]));
     }
+    // Lone surrogates were refused before any field is read, so this does
+    // not fail; if it did, a position within the field would mislead.
     serde_json::from_str::<String>(text)
         .map(Cow::Owned)
-        .map_err(|e| Rejection::malformed(field, e))
+        .map_err(|e| Rejection::malformed(field, problem(&e)))
 }
 
 fn non_empty_string<'a>(raw: Option<JsonText<'a>>, field: &str) -> Result<Cow<'a, str>, Rejection> {
@@ -219,7 +222,9 @@ fn non_empty_string<'a>(raw: Option<JsonText<'a>>, field: &str) -> Result<Cow<'a
     Ok(s)
 }
 
-/// A JSON integer ≥ 0 that fits in a `u64`.
+/// A JSON integer ≥ 0 that fits in a `u64`; `-0` is 0. A number written
+/// with a fraction or an exponent is refused, even when its value is whole
+/// (`1.0`, `1e3`): the contract asks for integers.
 fn uint(raw: JsonText<'_>, field: &str) -> Result<u64, Rejection> {
     let text = raw.get();
     if text.bytes().all(|b| b.is_ascii_digit()) {
@@ -229,6 +234,9 @@ fn uint(raw: JsonText<'_>, field: &str) -> Result<u64, Rejection> {
                 format!("{text} is out of range (at most {})", u64::MAX),
             )
         });
+    }
+    if text == "-0" {
+        return Ok(0);
     }
     let is_number = text.starts_with(|c: char| c == '-' || c.is_ascii_digit());
     let problem = if is_number {
@@ -244,10 +252,19 @@ fn optional_uint(raw: Option<JsonText<'_>>, field: &str) -> Result<Option<u64>, 
     raw.map(|r| uint(r, field)).transpose()
 }
 
+/// `max_count`: any integer ≥ 0, however large; above [`MAX_MAX_COUNT`] it
+/// counts as that.
 fn max_count(raw: Option<JsonText<'_>>) -> Result<u64, Rejection> {
-    Ok(optional_uint(raw, "max_count")?
-        .unwrap_or(DEFAULT_MAX_COUNT)
-        .min(MAX_MAX_COUNT))
+    let count = match raw {
+        None => DEFAULT_MAX_COUNT,
+        // Only digits: an integer ≥ 0, too large for a u64 if it does not
+        // parse.
+        Some(r) if r.get().bytes().all(|b| b.is_ascii_digit()) => {
+            r.get().parse::<u64>().unwrap_or(u64::MAX)
+        }
+        Some(r) => uint(r, "max_count")?,
+    };
+    Ok(count.min(MAX_MAX_COUNT))
 }
 
 /// Names the JSON type of a raw value, for error texts.
@@ -336,14 +353,15 @@ fn event_spec<'a>(
     })
 }
 
-fn batch<'a>(raw: JsonText<'a>) -> Result<Vec<NewEvent<'a>>, Rejection> {
+fn batch<'a>(raw: JsonText<'a>, line: Line<'_>) -> Result<Vec<NewEvent<'a>>, Rejection> {
     if !raw.get().starts_with('[') {
         return Err(Rejection::malformed(
             "events",
             format!("must be an array of event objects, got {}", kind(raw.get())),
         ));
     }
-    let items = elements(raw).map_err(|e| Rejection::malformed("events", e))?;
+    let items =
+        elements(raw).map_err(|e| Rejection::malformed("events", line.error_in(raw.get(), &e)))?;
     if items.is_empty() {
         return Err(Rejection::malformed(
             "events",
@@ -368,7 +386,8 @@ fn batch<'a>(raw: JsonText<'a>) -> Result<Vec<NewEvent<'a>>, Rejection> {
                 format!("must be an object, got {}", kind(item.get())),
             ));
         }
-        let e = RawEvent::parse(item).map_err(|e| Rejection::malformed(&field(), e))?;
+        let e = RawEvent::parse(item)
+            .map_err(|e| Rejection::malformed(&field(), line.error_in(item.get(), &e)))?;
         let spec = event_spec(
             e.event_type,
             e.event_data,
@@ -389,7 +408,7 @@ fn batch<'a>(raw: JsonText<'a>) -> Result<Vec<NewEvent<'a>>, Rejection> {
     Ok(specs)
 }
 
-fn append<'a>(b: &RawBody<'a>) -> Result<Request<'a>, Rejection> {
+fn append<'a>(b: &RawBody<'a>, line: Line<'_>) -> Result<Request<'a>, Rejection> {
     let aggregate_id = non_empty_string(b.aggregate_id, "aggregate_id")?;
     let events = match b.events {
         Some(raw) => {
@@ -407,7 +426,7 @@ fn append<'a>(b: &RawBody<'a>) -> Result<Request<'a>, Rejection> {
                     ),
                 ));
             }
-            Events::Batch(batch(raw)?)
+            Events::Batch(batch(raw, line)?)
         }
         None => Events::One(event_spec(
             b.event_type,
@@ -429,12 +448,14 @@ fn append<'a>(b: &RawBody<'a>) -> Result<Request<'a>, Rejection> {
     })
 }
 
-pub(crate) fn decode_body<'a>(b: &RawBody<'a>) -> Result<Request<'a>, Rejection> {
+/// Checks every field of a body; `line` is the line it came on (error
+/// positions count within it).
+pub(crate) fn decode_body<'a>(b: &RawBody<'a>, line: Line<'_>) -> Result<Request<'a>, Rejection> {
     let kind_raw = required(b.kind, "type")?;
     let message_type = string(kind_raw, "type")?;
     let aggregate = || non_empty_string(b.aggregate_id, "aggregate_id");
     match &*message_type {
-        "append" => append(b),
+        "append" => append(b, line),
         "create_snapshot" => Ok(Request::CreateSnapshot {
             aggregate_id: aggregate()?,
             expected: optional_uint(b.version, "version")?.map(Version),
@@ -650,6 +671,76 @@ mod tests {
             (max_count, from_sequence),
             (DEFAULT_MAX_COUNT, SequenceNumber(1))
         );
+    }
+
+    #[test]
+    fn numbers_follow_the_contract() {
+        let read_all = |extra: &str| request(&format!(r#"{{"type":"read_all"{extra}}}"#));
+        let Ok(Request::ReadAll {
+            max_count,
+            from_sequence,
+        }) = read_all(r#","max_count":99999999999999999999999,"from_sequence":-0"#)
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (max_count, from_sequence),
+            (MAX_MAX_COUNT, SequenceNumber(0))
+        );
+        let Ok(Request::ReadAll { max_count, .. }) = read_all(r#","max_count":-0"#) else {
+            panic!()
+        };
+        assert_eq!(max_count, 0);
+        for (extra, text) in [
+            (
+                r#","max_count":-99999999999999999999999"#,
+                "max_count: must be an integer >= 0, got -99999999999999999999999",
+            ),
+            (
+                r#","max_count":1.0"#,
+                "max_count: must be an integer >= 0, got 1.0",
+            ),
+            (
+                r#","from_sequence":1e3"#,
+                "from_sequence: must be an integer >= 0, got 1e3",
+            ),
+            (
+                r#","from_sequence":18446744073709551616"#,
+                "from_sequence: 18446744073709551616 is out of range (at most 18446744073709551615)",
+            ),
+        ] {
+            assert_eq!(read_all(extra).unwrap_err().text, text, "{extra}");
+        }
+        let Ok(Request::Append { expected, .. }) =
+            request(r#"{"type":"append","aggregate_id":"a","event_type":"T","version":-0}"#)
+        else {
+            panic!()
+        };
+        assert_eq!(expected, ExpectedVersion::Exact(Version(0)));
+        let line = br#"{"src":"c","body":{"type":"read_all","msg_id":-0}}"#;
+        let Message::Envelope(e) = decode(line) else {
+            panic!()
+        };
+        assert_eq!(e.msg_id, Some(0));
+    }
+
+    #[test]
+    fn a_leading_byte_order_mark_is_skipped() {
+        let line = b"\xEF\xBB\xBF{\"src\":\"c\",\"body\":{\"type\":\"read_all\",\"msg_id\":3,\"max_count\":1,\"max_count\":1}}";
+        let Message::Envelope(e) = decode(line) else {
+            panic!()
+        };
+        assert_eq!(e.msg_id, Some(3));
+        // The column counts the mark's three bytes: within the line as sent.
+        assert_eq!(
+            e.request.unwrap_err().text,
+            "body: duplicate field `max_count` at line 1 column 76"
+        );
+        assert!(matches!(decode(b"\xEF\xBB\xBF"), Message::Unanswerable(_)));
+        assert!(matches!(
+            decode(b"\xEF\xBB\xBF\xEF\xBB\xBF{\"src\":\"c\",\"body\":{}}"),
+            Message::Unanswerable(_)
+        ));
     }
 
     #[test]

@@ -29,11 +29,18 @@
 //!
 //! Its validation matches serde_json's `ignore_value`: strings without raw
 //! control characters and with only the escapes `\" \\ \/ \b \f \n \r \t
-//! \uXXXX` (any four hex digits; surrogates are checked when a string is
-//! actually decoded), numbers of the JSON grammar, the literals `true`,
-//! `false`, `null`, and whitespace `' ' \t \n \r`. UTF-8 is checked once for
-//! the whole line before the scanner runs. `tests` below and the
+//! \uXXXX` (any four hex digits), numbers of the JSON grammar, the literals
+//! `true`, `false`, `null`, and whitespace `' ' \t \n \r`. UTF-8 is checked
+//! once for the whole line before the scanner runs. `tests` below and the
 //! `node_lines` fuzz target check the subset property against serde_json.
+//!
+//! Like serde_json's `RawValue`, it accepts a lone surrogate escape (valid
+//! JSON, but not Unicode), and notes that it saw one
+//! ([`Scanner::saw_lone_surrogate`]): the node refuses such a request, the
+//! fold reads such stored text. Only a string with a `\u` escape is checked
+//! (out of line), so the common string costs nothing more.
+
+use crate::escapes;
 
 /// Deepest nesting of arrays and objects the scanner follows inside a
 /// field's value; deeper values go to serde_json (whose limit is 128).
@@ -43,11 +50,28 @@ pub(crate) const MAX_DEPTH: usize = 64;
 pub(crate) struct Scanner<'a> {
     text: &'a str,
     pos: usize,
+    /// Whether a string passed so far has an escape of a surrogate (lone
+    /// or paired: told apart only then, out of the scanning loop).
+    surrogate_escape: bool,
 }
 
 impl<'a> Scanner<'a> {
     pub(crate) fn new(text: &'a str) -> Scanner<'a> {
-        Scanner { text, pos: 0 }
+        Scanner {
+            text,
+            pos: 0,
+            surrogate_escape: false,
+        }
+    }
+
+    /// Whether the text holds a lone surrogate (`"\ud800"` without a
+    /// low-surrogate escape after it, or a lone `"\udc00"`): valid JSON, but
+    /// not Unicode. The scanner accepts it, as serde_json's `RawValue` does;
+    /// the node refuses the request (see `surrogates.rs`). Asked once the
+    /// scan is done: the text is searched only if a string passed had an
+    /// escape in `\uD800`..`\uDFFF`.
+    pub(crate) fn saw_lone_surrogate(&self) -> bool {
+        self.surrogate_escape && !escapes::lone_surrogates(self.text).is_empty()
     }
 
     fn bytes(&self) -> &'a [u8] {
@@ -105,6 +129,12 @@ impl<'a> Scanner<'a> {
                             let hex = b.get(i + 2..i + 6)?;
                             if !hex.iter().all(u8::is_ascii_hexdigit) {
                                 return None;
+                            }
+                            // `\uD800` to `\uDFFF`: only noted here, so
+                            // that the scanning loop stays as tight as it
+                            // was without the check.
+                            if matches!(hex[0], b'd' | b'D') && hex[1] | 0x20 >= b'8' {
+                                self.surrogate_escape = true;
                             }
                             i += 6;
                         }
@@ -168,6 +198,45 @@ impl<'a> Scanner<'a> {
         let start = self.pos;
         self.skip_value(0)?;
         self.text.get(start..self.pos)
+    }
+
+    /// Skips one value (after whitespace) of text known to be valid JSON,
+    /// at any depth, without recursion; returns its text. For stored text
+    /// (the fold), whose nesting no limit bounds: only strings are checked.
+    pub(crate) fn stored_value(&mut self) -> Option<&'a str> {
+        self.skip_ws();
+        let start = self.pos;
+        let mut depth = 0usize;
+        loop {
+            match self.peek()? {
+                b'"' => drop(self.string()?),
+                b'{' | b'[' => {
+                    depth += 1;
+                    self.pos += 1;
+                    continue;
+                }
+                b'}' | b']' => {
+                    depth = depth.checked_sub(1)?;
+                    self.pos += 1;
+                }
+                // Inside a container: separators, whitespace, scalars.
+                _ if depth > 0 => {
+                    self.pos += 1;
+                    continue;
+                }
+                // A scalar at the top: up to what ends it.
+                _ => {
+                    while self.peek().is_some_and(|c| {
+                        !matches!(c, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')
+                    }) {
+                        self.pos += 1;
+                    }
+                }
+            }
+            if depth == 0 {
+                return self.text.get(start..self.pos).filter(|v| !v.is_empty());
+            }
+        }
     }
 
     fn skip_value(&mut self, depth: usize) -> Option<()> {
@@ -412,6 +481,34 @@ mod tests {
         assert_eq!(get(r#"{"a":1,"a":2}"#), None);
         assert_eq!(get(r#"{"\u0061":1}"#), None);
         assert_eq!(get(r#"{"x":1,"x":2}"#), Some([None, None]));
+    }
+
+    #[test]
+    fn lone_surrogates_are_accepted_and_noted() {
+        for (text, lone) in [
+            (r#"["\ud800"]"#, true),
+            (r#"{"\uDC00":1}"#, true),
+            (r#"["\ud800\u0041"]"#, true),
+            (r#"["\ud83d\ude00","\uD83D\uDE00"]"#, false),
+            (r#"["\u00e9\u0d80\\ud800"]"#, false),
+        ] {
+            let mut s = Scanner::new(text);
+            assert_eq!(s.value(), Some(text), "{text}");
+            assert_eq!(s.saw_lone_surrogate(), lone, "{text}");
+            assert_eq!(serde(text), Some(text), "{text}");
+        }
+    }
+
+    #[test]
+    fn stored_values_nest_without_limit() {
+        let deep = "[".repeat(10 * MAX_DEPTH) + r#"{"a":"]}\""}"# + &"]".repeat(10 * MAX_DEPTH);
+        for text in [&deep[..], "12.5e3", "true", r#""s\"""#, "{}"] {
+            let line = format!(" {text} ,9");
+            let mut s = Scanner::new(&line);
+            assert_eq!(s.stored_value(), Some(text), "{text}");
+        }
+        assert_eq!(Scanner::new("]").stored_value(), None);
+        assert_eq!(Scanner::new(",").stored_value(), None);
     }
 
     #[test]

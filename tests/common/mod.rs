@@ -8,6 +8,8 @@
 //! * [`req`] / [`line`]: build request lines.
 //! * [`mask`]: blank out unpredictable values for differential comparison.
 //! * [`Session`]: an interactive node (one request, one reply, stdin open).
+//! * [`hostile`]: a hostile line between an append and two reads that show
+//!   the store unchanged (PROTOCOL.md "Bad input").
 
 #![allow(dead_code)]
 
@@ -405,6 +407,80 @@ pub fn event(
     }
     m.insert("recorded_at".into(), json!("<timestamp>"));
     Value::Object(m)
+}
+
+// ------------------------------------------------ hostile lines (Bad input)
+//
+// PROTOCOL.md "Bad input": every case is a good append, the hostile line,
+// then a read_all and a read_stream showing the store still holds exactly
+// the first event.
+
+/// The replies to `read_all` (msg_id 1000) and `read_stream` of `a` (1001)
+/// when the store holds exactly the event of [`around`]'s first line.
+pub fn stored() -> [Value; 2] {
+    let e = event(1, "a", 1, "T", json!({"k": 1}), None);
+    [
+        json!({"type": "all_read", "in_reply_to": 1000, "events": [e.clone()], "head": 1}),
+        json!({"type": "stream_read", "in_reply_to": 1001, "aggregate_id": "a", "version": 1, "events": [e]}),
+    ]
+}
+
+/// [`around`] without a hostile line.
+pub fn around_nothing() -> Vec<u8> {
+    let mut v = Vec::new();
+    for l in [
+        req(append(1, "a", "T", json!({"k": 1}), json!(0))),
+        req(read_all(1000)),
+        req(read_stream(1001, "a")),
+    ] {
+        v.extend_from_slice(l.as_bytes());
+        v.push(b'\n');
+    }
+    v
+}
+
+/// Input: an append of `{"k":1}` to `a`, the hostile line `bad`, then a
+/// `read_all` and a `read_stream` (replies: [`stored`]).
+pub fn around(bad: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    v.extend_from_slice(req(append(1, "a", "T", json!({"k": 1}), json!(0))).as_bytes());
+    v.push(b'\n');
+    v.extend_from_slice(bad);
+    v.push(b'\n');
+    v.extend_from_slice(req(read_all(1000)).as_bytes());
+    v.push(b'\n');
+    v.extend_from_slice(req(read_stream(1001, "a")).as_bytes());
+    v.push(b'\n');
+    v
+}
+
+/// Runs the hostile line with `args`; `reply` is the expected reply body
+/// (`None`: no reply at all, and exactly one more stderr line than without
+/// the hostile line).
+pub fn hostile_with(args: &[&str], bad: impl AsRef<[u8]>, reply: Option<Value>) -> Output {
+    let out = run_bytes(args, &around(bad.as_ref()));
+    let mut expected = vec![appended(1, 1)];
+    expected.extend(reply.clone());
+    expected.extend(stored());
+    check_output(&out, &expected);
+    if reply.is_none() {
+        let base = run_bytes(args, &around_nothing());
+        assert_eq!(
+            out.stderr_lines(),
+            base.stderr_lines() + 1,
+            "a line that gets no reply gets exactly one stderr line\nstderr:\n{}\nbaseline stderr:\n{}",
+            out.stderr,
+            base.stderr
+        );
+    }
+    out
+}
+
+/// [`hostile_with`] without flags: the node answers the hostile line with
+/// `reply` (`None`: no reply, one stderr line), and the store still holds
+/// exactly the first event.
+pub fn hostile(bad: impl AsRef<[u8]>, reply: Option<Value>) -> Output {
+    hostile_with(&[], bad, reply)
 }
 
 /// A node kept running: send a line, wait (with [`TIMEOUT`]) for one reply
