@@ -98,11 +98,11 @@ fn big_data(i: usize) -> Value {
     json!({"i": i, "pad": "x".repeat(8000)})
 }
 
-/// Runs a durable node on a small disk with enough appends to fill it,
-/// reads in between, and checks every reply; returns the acknowledged
-/// `(aggregate, version, sequence_number)` triples.
-fn fill_the_disk(workers: &str) {
-    let disk = SmallDisk::new(&format!("full-disk-w{workers}"));
+/// Runs a durable node (with `flags`) on a small disk with enough appends
+/// to fill it, reads in between, and checks every reply and what a restart
+/// finds.
+fn fill_the_disk(flags: &[&str]) {
+    let disk = SmallDisk::new("full-disk");
     let mut lines = Vec::new();
     for i in 0..300usize {
         let id = (2 * i + 1) as u64;
@@ -115,7 +115,8 @@ fn fill_the_disk(workers: &str) {
             json!({"type": "read_all", "msg_id": id + 1, "max_count": 1}),
         ));
     }
-    let args = ["--data-dir", disk.dir.arg(), "--workers", workers];
+    let mut args = vec!["--data-dir", disk.dir.arg()];
+    args.extend(flags);
     // The first requests one at a time (each is synced alone, and fits),
     // then the rest at once (synced in groups, until the disk is full).
     let mut node = Session::spawn(disk.limited(BIN, &args));
@@ -183,12 +184,19 @@ fn fill_the_disk(workers: &str) {
 
 #[test]
 fn a_full_disk_gets_error_13_to_the_end_of_input_and_loses_no_acknowledged_event() {
-    fill_the_disk("4");
+    fill_the_disk(&["--workers", "4"]);
 }
 
 #[test]
 fn a_full_disk_on_one_worker_behaves_the_same() {
-    fill_the_disk("1");
+    fill_the_disk(&["--workers", "1"]);
+}
+
+/// Every reply written as soon as its batch is in turn and durable: the
+/// failure reaches threads waiting to write part of a batch.
+#[test]
+fn a_full_disk_with_replies_streamed_one_by_one_behaves_the_same() {
+    fill_the_disk(&["--workers", "4", "--reply-buffer-bytes", "1"]);
 }
 
 /// Set in the child process that runs the library test under a file-size
