@@ -66,6 +66,15 @@ struct Finished {
     position: u64,
 }
 
+impl Finished {
+    /// What it counts against the room for waiting batches: its bytes,
+    /// plus a little for the entry itself, so that batches without
+    /// replies cannot pile up either.
+    fn cost(&self) -> usize {
+        self.replies.len() + self.heads.len() + 64
+    }
+}
+
 struct State<W> {
     output: W,
     /// The batch whose turn it is to write.
@@ -140,6 +149,7 @@ impl<W: Write> Output<W> {
             heads: Vec::new(),
             streamed: false,
             stopped: false,
+            ended_line: true,
         }
     }
 
@@ -214,6 +224,10 @@ impl<W: Write> Output<W> {
             if s.next == index {
                 if position <= s.durable {
                     s.write(bytes);
+                    if s.closed {
+                        // Everyone waiting must learn that nothing more goes out.
+                        self.turn.notify_all();
+                    }
                     return if s.closed {
                         Flow::Stopped
                     } else {
@@ -245,13 +259,16 @@ impl<W: Write> Output<W> {
             s.turn_wants = 0;
         } else {
             let room = PENDING_BUFFERS * self.flush_bytes;
-            while !s.closed && s.next != index && s.pending_bytes + batch.replies.len() > room {
+            let cost = batch.cost();
+            while !s.closed && s.next != index && s.pending_bytes + cost > room {
                 self.turn.wait(&mut s);
             }
             if s.closed {
+                // `release` wakes whoever waits, so they see it too.
+                self.release(&mut s);
                 return;
             }
-            s.pending_bytes += batch.replies.len();
+            s.pending_bytes += cost;
             let earlier = s.pending.insert(index, batch);
             assert!(earlier.is_none(), "batch {index} finished twice");
         }
@@ -270,7 +287,7 @@ impl<W: Write> Output<W> {
                 break;
             }
             let batch = entry.remove();
-            s.pending_bytes -= batch.replies.len();
+            s.pending_bytes -= batch.cost();
             if position <= s.durable {
                 s.write(&batch.replies);
             } else {
@@ -337,6 +354,8 @@ pub struct BatchSink<'a, W: Write> {
     streamed: bool,
     /// Nothing more is written as made (see [`Flow::Stopped`]).
     stopped: bool,
+    /// What was written so far ends with a whole line.
+    ended_line: bool,
 }
 
 impl<W: Write> BatchSink<'_, W> {
@@ -361,6 +380,11 @@ impl<W: Write> BatchSink<'_, W> {
         if panicked || self.stopped {
             self.replies.clear();
         }
+        if panicked && self.streamed && !self.ended_line {
+            // End the reply cut short, so that the next batch's first reply
+            // is not glued onto it (the cut line itself is lost).
+            self.replies.push(b'\n');
+        }
         let batch = Finished {
             replies: std::mem::take(&mut self.replies),
             heads: std::mem::take(&mut self.heads),
@@ -374,6 +398,7 @@ impl<W: Write> BatchSink<'_, W> {
             && self.output.stream(self.index, self.position, &self.replies) == Flow::Written
         {
             self.streamed = true;
+            self.ended_line = self.replies.last() == Some(&b'\n');
         } else {
             self.stopped = true;
         }
@@ -404,5 +429,147 @@ impl<W: Write> ReplySink for BatchSink<'_, W> {
         if ready {
             self.write_out();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    /// A shared byte sink that fails every write after the first `ok`.
+    #[derive(Clone)]
+    struct Pipe {
+        bytes: Arc<Mutex<Vec<u8>>>,
+        ok: usize,
+        writes: Arc<Mutex<usize>>,
+    }
+
+    use std::sync::Arc;
+
+    impl Pipe {
+        fn new(ok: usize) -> Pipe {
+            Pipe {
+                bytes: Arc::default(),
+                ok,
+                writes: Arc::default(),
+            }
+        }
+        fn text(&self) -> String {
+            String::from_utf8(self.bytes.lock().clone()).unwrap()
+        }
+    }
+
+    impl Write for Pipe {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let mut writes = self.writes.lock();
+            *writes += 1;
+            if *writes > self.ok {
+                return Err(io::Error::from(io::ErrorKind::BrokenPipe));
+            }
+            self.bytes.lock().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Runs `f` on another thread; fails if it does not end within 30 s
+    /// (a hang is the bug these tests look for).
+    fn within_30s(f: impl FnOnce() + Send + 'static) {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            f();
+            let _ = tx.send(());
+        });
+        rx.recv_timeout(Duration::from_secs(30))
+            .expect("threads still waiting after 30 s: a lost wake-up");
+    }
+
+    /// Batch `i` has `i % 5 + 1` replies of a few bytes each.
+    fn replies(i: u64) -> Vec<String> {
+        (0..i % 5 + 1).map(|r| format!("b{i}r{r}\n")).collect()
+    }
+
+    /// `threads` threads encode `batches` batches, taking them in order
+    /// but finishing them out of order, with `flush_bytes`.
+    fn run(out: &Output<Pipe>, batches: u64, threads: u64) {
+        std::thread::scope(|scope| {
+            for t in 0..threads {
+                scope.spawn(move || {
+                    for i in (t..batches).step_by(threads as usize) {
+                        let mut sink = out.sink(i);
+                        for reply in replies(i) {
+                            sink.buffer().extend_from_slice(reply.as_bytes());
+                            sink.boundary();
+                        }
+                        sink.finish(false);
+                    }
+                    out.producer_done();
+                });
+            }
+        });
+    }
+
+    #[test]
+    fn batches_come_out_whole_and_in_order_for_any_buffer_size() {
+        for flush_bytes in [1, 7, 64, FLUSH_BYTES] {
+            let pipe = Pipe::new(usize::MAX);
+            let text = pipe.clone();
+            within_30s(move || {
+                let out = Output::new(pipe, false, 4, flush_bytes);
+                run(&out, 200, 4);
+            });
+            let expected: String = (0..200).flat_map(replies).collect();
+            assert_eq!(text.text(), expected, "flush_bytes {flush_bytes}");
+        }
+    }
+
+    #[test]
+    fn a_closed_output_stops_every_thread() {
+        // The output closes on the 3rd write, while other threads wait for
+        // their turn (in `stream`) or for room (in `finish`).
+        for flush_bytes in [1, 10, 1000] {
+            let pipe = Pipe::new(2);
+            within_30s(move || {
+                let out = Output::new(pipe, false, 4, flush_bytes);
+                run(&out, 300, 4);
+                assert!(out.is_closed());
+            });
+        }
+    }
+
+    #[test]
+    fn nothing_is_written_before_it_is_durable_and_a_failure_turns_it_into_errors() {
+        let pipe = Pipe::new(usize::MAX);
+        let out = Output::new(pipe.clone(), true, 1, 1);
+        // Batch 0 at position 10: held back until synced to 10.
+        let mut sink = out.sink(0);
+        sink.set_position(10);
+        sink.heads().extend_from_slice(b"{\"h\":0\n");
+        sink.buffer().extend_from_slice(b"reply 0\n");
+        sink.finish(false);
+        assert_eq!(pipe.text(), "");
+        out.synced(Ok(9));
+        assert_eq!(pipe.text(), "");
+        out.synced(Ok(10));
+        assert_eq!(pipe.text(), "reply 0\n");
+        // Batch 1 at position 20: the sync fails, its replies become
+        // errors built from its heads.
+        let mut sink = out.sink(1);
+        sink.set_position(20);
+        sink.heads().extend_from_slice(b"{\"h\":1\n{\"h\":2\n");
+        sink.buffer().extend_from_slice(b"reply 1\nreply 2\n");
+        sink.finish(false);
+        let failure = StorageError::new("writing x", io::Error::from(io::ErrorKind::StorageFull));
+        out.synced(Err(failure.clone()));
+        let text = pipe.text();
+        assert!(!text.contains("reply 1"), "{text}");
+        assert_eq!(text.matches("\"code\":13").count(), 2, "{text}");
+        assert!(text.contains(&failure.to_string()), "{text}");
+        assert_eq!(out.into_failure(), Some(failure));
     }
 }

@@ -259,6 +259,7 @@ fn run_parallel(
             sink.set_position(position);
             encode_batch(&store, &messages, outcomes, &mut sink);
         }));
+        let _abort = AbortOnPanic;
         if work.is_err() {
             report_bug(index);
             if !applied {
@@ -271,7 +272,10 @@ fn run_parallel(
 
     std::thread::scope(|scope| {
         if durable {
-            scope.spawn(|| output.sync_loop(&store));
+            scope.spawn(|| {
+                let _abort = AbortOnPanic;
+                output.sync_loop(&store);
+            });
         }
         for _ in 0..config.workers {
             let rx = rx.clone();
@@ -312,6 +316,24 @@ fn run_parallel(
         result
     })?;
     output.into_failure().map_or(Ok(()), |e| Err(e.into()))
+}
+
+/// Turns a panic outside the per-batch `catch_unwind` — in the output's
+/// bookkeeping or the sync loop, i.e. a broken invariant — into an abort:
+/// the other threads wait for this one's turn, so going on would hang the
+/// node for ever instead of failing loudly.
+struct AbortOnPanic;
+
+impl Drop for AbortOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = writeln!(
+                io::stderr().lock(),
+                "internal error: the node's output failed an invariant; aborting"
+            );
+            std::process::abort();
+        }
+    }
 }
 
 fn report_bug(index: u64) {

@@ -248,6 +248,11 @@ impl Wal {
             return Ok(());
         }
         let mut w = self.writer.lock();
+        // Again under `writer`: another thread's write may have failed while
+        // we waited, and nothing may be written after a gap.
+        if let Some(e) = self.failed.get() {
+            return Err(e.clone());
+        }
         if self.durable.load(Ordering::Acquire) >= lsn {
             return Ok(());
         }
