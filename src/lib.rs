@@ -35,7 +35,9 @@
 //!   handler.rs    Request → Outcome (serial, on the store) → reply bytes
 //! node/         plumbing: threads and pipes around the protocol core
 //!   lines.rs      splitting input into lines, skipping over-long ones
-//!   pipeline.rs   reader thread, worker pool, in-order apply, reorder buffer
+//!   pipeline.rs   reader thread, worker pool, in-order apply
+//!   output.rs     replies in input order: bounded per-batch buffers written in
+//!                 turn, released once durable, error 13 after a storage failure
 //! main.rs       the binary: flags only
 //! ```
 //!
