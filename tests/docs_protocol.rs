@@ -32,7 +32,7 @@ const DOC_PATH: &str = "docs/protocol.md";
 const DOC: &str = include_str!("../docs/protocol.md");
 
 /// The document must keep at least this many example sessions.
-const MIN_BLOCKS: usize = 20;
+const MIN_BLOCKS: usize = 25;
 
 /// Request types the node implements: each must appear in some example.
 const REQUEST_TYPES: &[&str] = &[
@@ -184,7 +184,9 @@ fn parse(doc: &str) -> Vec<Block> {
                 .parse()
                 .unwrap_or_else(|_| panic!("{DOC_PATH}:{n}: `exit N` needs a number"));
         } else {
-            panic!("{DOC_PATH}:{n}: a session line starts with `$ `, `> `, `< ` or `exit `: {text:?}");
+            panic!(
+                "{DOC_PATH}:{n}: a session line starts with `$ `, `> `, `< ` or `exit `: {text:?}"
+            );
         }
     }
     assert!(current.is_none(), "{DOC_PATH}: unclosed session block");
@@ -224,7 +226,11 @@ fn line_matches(actual: &str, expected: &str) -> Result<(), String> {
 }
 
 fn command(node: &Node, dir: &TempDir) -> Command {
-    let args: Vec<String> = node.args.iter().map(|a| a.replace("DIR", dir.arg())).collect();
+    let args: Vec<String> = node
+        .args
+        .iter()
+        .map(|a| a.replace("DIR", dir.arg()))
+        .collect();
     match node.fsize {
         None => {
             let mut c = Command::new(BIN);
@@ -245,7 +251,10 @@ fn command(node: &Node, dir: &TempDir) -> Command {
     }
 }
 
-fn expected_replies<'a>(node: &'a Node, dir: &'a TempDir) -> impl Iterator<Item = (usize, String)> + 'a {
+fn expected_replies<'a>(
+    node: &'a Node,
+    dir: &'a TempDir,
+) -> impl Iterator<Item = (usize, String)> + 'a {
     node.steps.iter().flat_map(move |s| {
         s.replies
             .iter()
@@ -261,7 +270,13 @@ fn fail(block: &Block, node: &Node, what: String, raw: &str, stderr: &str) -> ! 
     );
 }
 
-fn check_exit(block: &Block, node: &Node, status: std::process::ExitStatus, raw: &str, stderr: &str) {
+fn check_exit(
+    block: &Block,
+    node: &Node,
+    status: std::process::ExitStatus,
+    raw: &str,
+    stderr: &str,
+) {
     if status.code() != Some(node.exit) {
         fail(
             block,
@@ -299,7 +314,13 @@ fn run_pipelined(block: &Block, node: &Node, dir: &TempDir) {
     let expected: Vec<(usize, String)> = expected_replies(node, dir).collect();
     for (i, (doc_line, e)) in expected.iter().enumerate() {
         let Some(a) = actual.get(i) else {
-            fail(block, node, format!("pipelined: no reply for line {doc_line}"), &raw, &stderr);
+            fail(
+                block,
+                node,
+                format!("pipelined: no reply for line {doc_line}"),
+                &raw,
+                &stderr,
+            );
         };
         if let Err(why) = line_matches(a, e) {
             fail(
@@ -318,7 +339,11 @@ fn run_pipelined(block: &Block, node: &Node, dir: &TempDir) {
         fail(
             block,
             node,
-            format!("pipelined: {} replies, expected {}", actual.len(), expected.len()),
+            format!(
+                "pipelined: {} replies, expected {}",
+                actual.len(),
+                expected.len()
+            ),
             &raw,
             &stderr,
         );
@@ -354,7 +379,13 @@ fn run_interactive(block: &Block, node: &Node, dir: &TempDir) {
     }
     let (status, rest, stderr) = session.finish();
     if !rest.is_empty() {
-        fail(block, node, format!("interactive: unexpected replies {rest:?}"), &seen, &stderr);
+        fail(
+            block,
+            node,
+            format!("interactive: unexpected replies {rest:?}"),
+            &seen,
+            &stderr,
+        );
     }
     check_exit(block, node, status, &seen, &stderr);
 }
