@@ -210,11 +210,11 @@ fn line_matches(actual: &str, expected: &str) -> Result<(), String> {
             return if a == e {
                 Ok(())
             } else {
-                Err(format!("differs at {:?}", &a[..a.len().min(60)]))
+                Err(first_difference(a, e))
             };
         };
         if a.get(..at) != Some(&e[..at]) {
-            return Err(format!("differs before {token}, at {:?}", &e[..at]));
+            return Err(first_difference(a, &e[..at]));
         }
         let value = a.get(at..at + len).unwrap_or_default();
         if !ok(value) {
@@ -223,6 +223,27 @@ fn line_matches(actual: &str, expected: &str) -> Result<(), String> {
         a = &a[at + len..];
         e = &e[at + token.len()..];
     }
+}
+
+/// Where `actual` and `expected` part: the rest of each from there.
+fn first_difference(actual: &str, expected: &str) -> String {
+    let common = actual
+        .char_indices()
+        .zip(expected.chars())
+        .find(|((_, a), e)| a != e)
+        .map_or(actual.len().min(expected.len()), |((i, _), _)| i);
+    let tail = |s: &str| {
+        s.get(common..)
+            .unwrap_or_default()
+            .chars()
+            .take(50)
+            .collect::<String>()
+    };
+    format!(
+        "differs at {:?} (expected {:?})",
+        tail(actual),
+        tail(expected)
+    )
 }
 
 fn command(node: &Node, dir: &TempDir) -> Command {
