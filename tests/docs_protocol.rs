@@ -16,9 +16,10 @@
 //!   with microseconds. A request without `<` lines gets no reply.
 //! * `exit N`: the node's exit status (0 when not given).
 //!
-//! Each node runs twice: once with all its requests sent at once
-//! (pipelined, input then closed) and once interactively (each request
-//! sent only after the replies to the one before it arrived). Without
+//! Each node runs three times: with all its requests sent at once
+//! (pipelined, input then closed), the same with `--workers 1`, and
+//! interactively (each request sent only after the replies to the one
+//! before it arrived). Without
 //! `--data-dir`, stderr must have exactly one line per request without a
 //! reply. Any other fenced block tagged `json` or `jsonl` fails the test:
 //! every JSON example in the document is an executed one.
@@ -246,11 +247,13 @@ fn first_difference(actual: &str, expected: &str) -> String {
     )
 }
 
-fn command(node: &Node, dir: &TempDir) -> Command {
+/// The command running `node`, with `extra` flags after its own.
+fn command(node: &Node, dir: &TempDir, extra: &[&str]) -> Command {
     let args: Vec<String> = node
         .args
         .iter()
         .map(|a| a.replace("DIR", dir.arg()))
+        .chain(extra.iter().map(|a| a.to_string()))
         .collect();
     match node.fsize {
         None => {
@@ -324,13 +327,13 @@ fn check_exit(
 }
 
 /// All requests at once, then end of input.
-fn run_pipelined(block: &Block, node: &Node, dir: &TempDir) {
+fn run_pipelined(block: &Block, node: &Node, dir: &TempDir, extra: &[&str]) {
     let mut input = String::new();
     for s in &node.steps {
         input.push_str(&s.request);
         input.push('\n');
     }
-    let (raw, stderr, status) = run_command(command(node, dir), input.as_bytes());
+    let (raw, stderr, status) = run_command(command(node, dir, extra), input.as_bytes());
     let actual: Vec<&str> = raw.lines().collect();
     let expected: Vec<(usize, String)> = expected_replies(node, dir).collect();
     for (i, (doc_line, e)) in expected.iter().enumerate() {
@@ -374,7 +377,7 @@ fn run_pipelined(block: &Block, node: &Node, dir: &TempDir) {
 
 /// One request at a time, each after the replies to the one before it.
 fn run_interactive(block: &Block, node: &Node, dir: &TempDir) {
-    let mut session = Session::spawn(command(node, dir));
+    let mut session = Session::spawn(command(node, dir, &[]));
     let mut seen = String::new();
     for step in &node.steps {
         session.send(&step.request);
@@ -411,13 +414,21 @@ fn run_interactive(block: &Block, node: &Node, dir: &TempDir) {
     check_exit(block, node, status, &seen, &stderr);
 }
 
-fn run_block(block: &Block, interactive: bool) {
+/// How a session is run.
+#[derive(Clone, Copy)]
+enum Mode {
+    /// All requests at once, with these flags added.
+    Pipelined(&'static [&'static str]),
+    /// One request at a time.
+    Interactive,
+}
+
+fn run_block(block: &Block, mode: Mode) {
     let dir = TempDir::new("docs");
     for node in &block.nodes {
-        if interactive {
-            run_interactive(block, node, &dir);
-        } else {
-            run_pipelined(block, node, &dir);
+        match mode {
+            Mode::Pipelined(extra) => run_pipelined(block, node, &dir, extra),
+            Mode::Interactive => run_interactive(block, node, &dir),
         }
     }
 }
@@ -426,7 +437,9 @@ fn run_block(block: &Block, interactive: bool) {
 fn every_example_session_runs_as_shown() {
     let blocks = parse(DOC);
     for block in &blocks {
-        run_block(block, false);
+        run_block(block, Mode::Pipelined(&[]));
+        // The same replies from one worker as from the default pool.
+        run_block(block, Mode::Pipelined(&["--workers", "1"]));
     }
 }
 
@@ -434,7 +447,7 @@ fn every_example_session_runs_as_shown() {
 fn every_example_session_runs_as_shown_one_request_at_a_time() {
     let blocks = parse(DOC);
     for block in &blocks {
-        run_block(block, true);
+        run_block(block, Mode::Interactive);
     }
 }
 
