@@ -15,7 +15,7 @@ Usage: eventstore [OPTIONS]
 
 Reads one JSON message per line on stdin ({\"src\",\"dest\",\"body\"}), writes one
 reply per request on stdout in input order, diagnostics on stderr. Exits 0 at
-end of input. The protocol is described in PROTOCOL.md and the README.
+end of input. The protocol is described in docs/protocol.md.
 
 Options:
   --workers N           worker threads decoding and encoding in parallel
