@@ -312,6 +312,14 @@ enum Slow<'a> {
 /// The serde path: strict, then lenient (see the module docs). `refusal`:
 /// the request's error, for the lenient pass to give.
 fn serde_envelope<'a>(line: Line<'a>, refusal: Option<&Rejection>) -> Slow<'a> {
+    // serde reads a struct from an array too (`[src, dest, body]`): only
+    // an object is an envelope.
+    let text = line.text().trim_start_matches([' ', '\t', '\n', '\r']);
+    if text.starts_with('[') {
+        return Slow::Decided(Message::Unanswerable(
+            "line ignored: not a JSON object but an array".to_owned(),
+        ));
+    }
     match serde_json::from_str::<RawEnvelope<'_>>(line.text()) {
         Ok(envelope) => Slow::Parsed(line, envelope),
         Err(strict) => Slow::Decided(decode_loose(line, strict, refusal)),
