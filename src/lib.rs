@@ -18,6 +18,7 @@
 //! swar.rs       word-at-a-time byte search (newlines, JSON string ends)
 //! event.rs      NewEvent (input) and Event (stored, raw JSON text packed)
 //! fold.rs       the state fold (shallow merge) on raw JSON text
+//! filter.rs     filters (category, aggregate, event types); filtered log pages
 //! log.rs        the global log: fixed chunks of OnceLock slots, lock-free reads
 //!   tail.rs       the serial section (barging mutex) and the published head (loom-checked)
 //! store.rs      EventStore: aggregates in a DashMap, append, reads
@@ -69,6 +70,7 @@
 pub mod error;
 pub(crate) mod escapes;
 pub mod event;
+pub mod filter;
 pub mod fold;
 pub mod hash;
 pub mod ids;

@@ -603,6 +603,38 @@ impl EventStore {
             .unwrap_or_default()
     }
 
+    /// The sequence numbers of an aggregate's events within `from..=last`
+    /// (sequence numbers), at most `max_count` of them: a binary search, then
+    /// only what is returned is copied.
+    pub fn stream_positions_between(
+        &self,
+        aggregate_id: &str,
+        from: SequenceNumber,
+        last: SequenceNumber,
+        max_count: usize,
+    ) -> Vec<SequenceNumber> {
+        let Some(aggregate) = self.find(aggregate_id) else {
+            return Vec::new();
+        };
+        let stream = aggregate.stream.lock();
+        let start = stream.seqs.partition_point(|s| *s < from);
+        let end = stream.seqs.partition_point(|s| *s <= last);
+        let end = end.min(start.saturating_add(max_count)).max(start);
+        stream.seqs[start..end].to_vec()
+    }
+
+    /// Filtered [`EventStore::read_all`]: the events matching `filter` from
+    /// `from`, at most `max_count`, looking at no more than
+    /// [`crate::filter::LOOK_LIMIT`] events; see [`crate::filter`].
+    pub fn read_all_filtered<'s>(
+        &'s self,
+        from: SequenceNumber,
+        max_count: u64,
+        filter: &'s crate::filter::Filter,
+    ) -> crate::filter::FilteredSlice<'s> {
+        crate::filter::read(self, from, max_count, filter)
+    }
+
     /// Reads up to `max_count` events of an aggregate from version `from`
     /// (1-based; 0 reads from the start), with its current version.
     pub fn read_stream(

@@ -87,6 +87,12 @@ pub(crate) struct RawBody<'a> {
     pub(crate) node_id: Option<JsonText<'a>>,
     #[serde(borrow)]
     pub(crate) node_ids: Option<JsonText<'a>>,
+    #[serde(borrow)]
+    pub(crate) category: Option<JsonText<'a>>,
+    #[serde(borrow)]
+    pub(crate) event_types: Option<JsonText<'a>>,
+    #[serde(borrow)]
+    pub(crate) subscription: Option<JsonText<'a>>,
 }
 
 #[derive(Deserialize, Debug, Default, PartialEq)]
@@ -168,6 +174,9 @@ impl<'a> RawBody<'a> {
             "max_count" => (14, &mut self.max_count),
             "node_id" => (15, &mut self.node_id),
             "node_ids" => (16, &mut self.node_ids),
+            "category" => (17, &mut self.category),
+            "event_types" => (18, &mut self.event_types),
+            "subscription" => (19, &mut self.subscription),
             _ => return 0,
         };
         *field = optional(text);
@@ -262,7 +271,7 @@ pub fn decode(line: &[u8]) -> Message<'_> {
         );
     } else {
         match decode_slow(line) {
-            Slow::Parsed(read, parsed) => (line, envelope) = (read, parsed),
+            Slow::Parsed(read, parsed) => (line, envelope) = (read, *parsed),
             Slow::Decided(message) => return message,
         }
     }
@@ -304,7 +313,7 @@ fn decode_slow(line: Line<'_>) -> Slow<'_> {
 enum Slow<'a> {
     /// The envelope as serde reads it, and the line it read (without a
     /// byte-order mark).
-    Parsed(Line<'a>, RawEnvelope<'a>),
+    Parsed(Line<'a>, Box<RawEnvelope<'a>>),
     /// The message, when that is all there is to say.
     Decided(Message<'a>),
 }
@@ -321,7 +330,7 @@ fn serde_envelope<'a>(line: Line<'a>, refusal: Option<&Rejection>) -> Slow<'a> {
         ));
     }
     match serde_json::from_str::<RawEnvelope<'_>>(line.text()) {
-        Ok(envelope) => Slow::Parsed(line, envelope),
+        Ok(envelope) => Slow::Parsed(line, Box::new(envelope)),
         Err(strict) => Slow::Decided(decode_loose(line, strict, refusal)),
     }
 }
@@ -331,7 +340,7 @@ fn serde_envelope<'a>(line: Line<'a>, refusal: Option<&Rejection>) -> Slow<'a> {
 /// `msg_id` (checked first) is itself the problem.
 pub(crate) fn decode_refused<'a>(line: Line<'a>, refusal: &Rejection) -> Message<'a> {
     let envelope = match serde_envelope(line, Some(refusal)) {
-        Slow::Parsed(_, envelope) => envelope,
+        Slow::Parsed(_, envelope) => *envelope,
         Slow::Decided(message) => return message,
     };
     let (Some(src), Some(body)) = (envelope.src.filter(|s| is_string(*s)), &envelope.body) else {
@@ -471,6 +480,9 @@ mod tests {
             "max_count",
             "node_id",
             "node_ids",
+            "category",
+            "event_types",
+            "subscription",
         ];
         let mut body = RawBody::default();
         let bits: u32 = names.iter().map(|n| body.set(n, "1")).fold(0, |a, b| {
@@ -497,6 +509,9 @@ mod tests {
             max_count: one,
             node_id: one,
             node_ids: one,
+            category: one,
+            event_types: one,
+            subscription: one,
         };
         assert_eq!(body, expected);
         assert_eq!(body.set("Type", "1"), 0);

@@ -29,7 +29,9 @@
 
 use super::envelope::decode;
 use super::request::{Envelope, Message, Rejection, Request, code};
+use super::subscriptions::{self, Delivery, Full, MAX_SUBSCRIPTIONS, Subscriber, Subscriptions};
 use crate::error::{AppendError, ConcurrencyError};
+use crate::filter::{self, Filter, PageBounds};
 use crate::json;
 use crate::snapshot::{FoldPlan, SnapshotRecord};
 use crate::store::{Aggregate, Appended, EventStore};
@@ -66,6 +68,7 @@ pub struct Core {
     store: Arc<EventStore>,
     /// The node id as JSON string text, once `init` has named it.
     node_id: Option<Arc<str>>,
+    subscriptions: Subscriptions,
 }
 
 /// Whom a reply comes from.
@@ -92,6 +95,30 @@ pub enum Outcome {
         appended: Appended,
         /// The request used the batch form.
         batch: bool,
+        /// The `event` messages it sends to subscribers.
+        deliveries: Vec<Delivery>,
+    },
+    /// `subscribed`, then the catch-up: the matching events of
+    /// `from..=head`.
+    Subscribed {
+        /// The new subscription.
+        subscriber: Arc<Subscriber>,
+        /// The head when it was made.
+        head: SequenceNumber,
+    },
+    /// `unsubscribed`.
+    Unsubscribed(u64),
+    /// `all_read` with a filter: the matches within `bounds`, at most
+    /// `max_count`, and `next_sequence`.
+    AllReadFiltered {
+        /// What the read looks at.
+        bounds: PageBounds,
+        /// Most matches to return.
+        max_count: u64,
+        /// The head when the request was applied.
+        head: SequenceNumber,
+        /// Which events.
+        filter: Arc<Filter>,
     },
     /// A version mismatch.
     Concurrency(ConcurrencyError),
@@ -152,6 +179,7 @@ impl Core {
         Core {
             store,
             node_id: None,
+            subscriptions: Subscriptions::default(),
         }
     }
 
@@ -174,6 +202,13 @@ impl Core {
         let Message::Envelope(envelope) = message else {
             return (ReplySource::Default, Outcome::Silent);
         };
+        let source = if envelope.dest.is_some() {
+            ReplySource::Dest
+        } else if let Some(id) = &self.node_id {
+            ReplySource::Node(Arc::clone(id))
+        } else {
+            ReplySource::Default
+        };
         let outcome = match &mut envelope.request {
             Err(rejection) => Outcome::Error(rejection.clone()),
             Ok(_) if let Some(failure) = self.store.storage_failure() => {
@@ -182,16 +217,38 @@ impl Core {
                     text: failure.to_string(),
                 })
             }
+            Ok(Request::Subscribe {
+                from_sequence,
+                filter,
+            }) => {
+                let node = source_text(&source, envelope.dest);
+                let client = Arc::from(envelope.src.get());
+                self.subscribe(node, client, *from_sequence, Arc::clone(filter))
+            }
             Ok(request) => self.apply_request(request),
         };
-        let source = if envelope.dest.is_some() {
-            ReplySource::Dest
-        } else if let Some(id) = &self.node_id {
-            ReplySource::Node(Arc::clone(id))
-        } else {
-            ReplySource::Default
-        };
         (source, outcome)
+    }
+
+    fn subscribe(
+        &mut self,
+        node: Arc<str>,
+        client: Arc<str>,
+        from_sequence: Option<SequenceNumber>,
+        filter: Arc<Filter>,
+    ) -> Outcome {
+        let head = self.store.head();
+        // 0 and 1 both mean the first event; none given: only new events.
+        let from = from_sequence.map_or(SequenceNumber(head.0 + 1), |s| SequenceNumber(s.0.max(1)));
+        match self.subscriptions.add(node, client, filter, from) {
+            Ok(subscriber) => Outcome::Subscribed { subscriber, head },
+            Err(Full) => Outcome::Error(Rejection {
+                code: code::TEMPORARILY_UNAVAILABLE,
+                text: format!(
+                    "too many subscriptions: a node holds at most {MAX_SUBSCRIPTIONS}; unsubscribe first"
+                ),
+            }),
+        }
     }
 
     fn apply_request(&mut self, request: &mut Request<'_>) -> Outcome {
@@ -208,6 +265,7 @@ impl Core {
                 .map(|p| store.append_prepared_to(aggregate.take(), aggregate_id, *expected, p))
             {
                 Some(Ok(appended)) => Outcome::Appended {
+                    deliveries: self.subscriptions.deliveries(store, &appended),
                     appended,
                     batch: *batch,
                 },
@@ -275,6 +333,33 @@ impl Core {
             Request::ReadAll {
                 from_sequence,
                 max_count,
+                filter: Some(filter),
+            } => {
+                let head = store.head();
+                Outcome::AllReadFiltered {
+                    bounds: PageBounds::new(*from_sequence, head),
+                    max_count: *max_count,
+                    head,
+                    filter: Arc::clone(filter),
+                }
+            }
+            Request::Subscribe { .. } => {
+                unreachable!("subscribe is applied with its envelope (Core::apply)")
+            }
+            Request::Unsubscribe { subscription } => {
+                if self.subscriptions.remove(*subscription) {
+                    Outcome::Unsubscribed(*subscription)
+                } else {
+                    Outcome::Error(Rejection {
+                        code: code::KEY_DOES_NOT_EXIST,
+                        text: format!("subscription {subscription} does not exist"),
+                    })
+                }
+            }
+            Request::ReadAll {
+                from_sequence,
+                max_count,
+                filter: None,
             } => {
                 let head = store.head();
                 let from = from_sequence.0.max(1);
@@ -311,10 +396,31 @@ pub fn encode(
         sink.before_long_reply();
     }
     write_head(envelope, &source, reply_type(&outcome), sink.buffer());
-    encode_fields(store, envelope, outcome, sink);
+    let trailer = encode_fields(store, envelope, outcome, sink);
     sink.buffer().extend_from_slice(b"}}\n");
     sink.boundary();
+    match trailer {
+        Trailer::Nothing => {}
+        Trailer::Deliveries(deliveries) => {
+            for d in &deliveries {
+                subscriptions::write_event_message(store, &d.subscriber, d.seq, sink.buffer());
+                sink.boundary();
+            }
+        }
+        Trailer::CatchUp(subscriber, head) => {
+            subscriptions::write_catch_up(store, &subscriber, head, sink);
+        }
+    }
     None
+}
+
+/// What follows a reply line: `event` messages.
+enum Trailer {
+    Nothing,
+    /// Those of a fresh append.
+    Deliveries(Vec<Delivery>),
+    /// A new subscription's catch-up, up to the head when it was made.
+    CatchUp(Arc<Subscriber>, SequenceNumber),
 }
 
 /// Writes the start of `message`'s reply as an error reply, up to and
@@ -386,7 +492,9 @@ fn reply_type(outcome: &Outcome) -> &'static str {
         Outcome::Replayed(..) => "replayed",
         Outcome::State(_) => "state",
         Outcome::StreamRead { .. } => "stream_read",
-        Outcome::AllRead { .. } => "all_read",
+        Outcome::AllRead { .. } | Outcome::AllReadFiltered { .. } => "all_read",
+        Outcome::Subscribed { .. } => "subscribed",
+        Outcome::Unsubscribed(_) => "unsubscribed",
         Outcome::InitOk => "init_ok",
     }
 }
@@ -410,10 +518,57 @@ fn encode_fields(
     envelope: &Envelope<'_>,
     outcome: Outcome,
     sink: &mut impl ReplySink,
-) {
+) -> Trailer {
     // Only the event lists are written piece by piece; every other field is
     // small or (a folded state) one piece.
     match outcome {
+        Outcome::Appended {
+            appended,
+            batch,
+            deliveries,
+        } => {
+            encode_appended(store, &appended, batch, sink.buffer());
+            if !deliveries.is_empty() {
+                return Trailer::Deliveries(deliveries);
+            }
+        }
+        Outcome::Subscribed { subscriber, head } => {
+            let out = sink.buffer();
+            out.extend_from_slice(b",\"subscription\":");
+            json::write_u64(out, subscriber.id);
+            out.extend_from_slice(b",\"head\":");
+            json::write_u64(out, head.0);
+            return Trailer::CatchUp(subscriber, head);
+        }
+        Outcome::Unsubscribed(id) => {
+            let out = sink.buffer();
+            out.extend_from_slice(b",\"subscription\":");
+            json::write_u64(out, id);
+        }
+        Outcome::AllReadFiltered {
+            bounds,
+            max_count,
+            head,
+            filter,
+        } => {
+            sink.buffer().extend_from_slice(b",\"events\":[");
+            let (mut found, mut last) = (0, None);
+            for seq in filter::matches(store, &filter, bounds, max_count) {
+                let out = sink.buffer();
+                if found > 0 {
+                    out.push(b',');
+                }
+                write_event(store, seq, out);
+                found += 1;
+                last = Some(seq.0);
+                sink.boundary();
+            }
+            let out = sink.buffer();
+            out.extend_from_slice(b"],\"next_sequence\":");
+            json::write_u64(out, bounds.next_sequence(max_count, found, last));
+            out.extend_from_slice(b",\"head\":");
+            json::write_u64(out, head.0);
+        }
         Outcome::StreamRead { version, from, to } => {
             let out = sink.buffer();
             aggregate_field(envelope, out);
@@ -435,6 +590,7 @@ fn encode_fields(
         }
         outcome => encode_small_fields(store, envelope, outcome, sink.buffer()),
     }
+    Trailer::Nothing
 }
 
 fn encode_small_fields(
@@ -455,7 +611,12 @@ fn encode_small_fields(
             out.extend_from_slice(b",\"error\":");
             json::write_str(out, &e.to_string());
         }
-        Outcome::Appended { appended, batch } => encode_appended(store, &appended, batch, out),
+        Outcome::Appended { .. }
+        | Outcome::Subscribed { .. }
+        | Outcome::Unsubscribed(_)
+        | Outcome::AllReadFiltered { .. } => {
+            unreachable!("written by encode_fields")
+        }
         Outcome::SnapshotCreated(version) => {
             aggregate_field(envelope, out);
             out.extend_from_slice(b",\"version\":");
@@ -512,11 +673,26 @@ fn write_events(
         }
         // The plan only names published events (apply captured them below
         // the head), and published events are never removed.
-        let Some(event) = store.event(seq) else {
-            panic!("event {seq} of a read plan is missing");
-        };
-        event.write_json(out);
+        write_event(store, seq, out);
         sink.boundary();
+    }
+}
+
+/// Writes the event at `seq`, which a plan names: plans only name
+/// published events, and published events are never removed.
+pub(crate) fn write_event(store: &EventStore, seq: SequenceNumber, out: &mut Vec<u8>) {
+    let Some(event) = store.event(seq) else {
+        panic!("event {seq} of a read plan is missing");
+    };
+    event.write_json(out);
+}
+
+/// The JSON text of a reply's `src`.
+fn source_text(source: &ReplySource, dest: Option<crate::types::JsonText<'_>>) -> Arc<str> {
+    match source {
+        ReplySource::Dest => Arc::from(dest.map_or("\"eventstore\"", |d| d.get())),
+        ReplySource::Node(id) => Arc::clone(id),
+        ReplySource::Default => Arc::from("\"eventstore\""),
     }
 }
 

@@ -8,6 +8,7 @@ pub mod handler;
 mod position;
 pub mod request;
 pub(crate) mod scan;
+pub mod subscriptions;
 mod surrogates;
 
 pub use envelope::decode;

@@ -15,6 +15,7 @@
 use super::envelope::{Payload, RawBody, RawEvent, elements};
 use super::position::{Line, problem};
 use crate::event::NewEvent;
+use crate::filter::Filter;
 use crate::store::{Aggregate, EventStore, Prepared};
 use crate::time::Timestamp;
 use crate::types::{EventId, ExpectedVersion, JsonText, SequenceNumber, Version};
@@ -34,6 +35,8 @@ pub mod code {
     pub const NOT_SUPPORTED: u64 = 10;
     /// Malformed request: a field missing, mistyped or out of range.
     pub const MALFORMED_REQUEST: u64 = 12;
+    /// Temporarily unavailable (too many subscriptions).
+    pub const TEMPORARILY_UNAVAILABLE: u64 = 11;
     /// The node could not do what it should have (storage failed).
     pub const CRASH: u64 = 13;
     /// The thing asked for does not exist.
@@ -130,6 +133,20 @@ pub enum Request<'a> {
         from_sequence: SequenceNumber,
         /// Most events to return (already capped).
         max_count: u64,
+        /// The filter, when any filter field is given.
+        filter: Option<Arc<Filter>>,
+    },
+    /// `subscribe`.
+    Subscribe {
+        /// First sequence number wanted (`None`: only new events).
+        from_sequence: Option<SequenceNumber>,
+        /// Which events.
+        filter: Arc<Filter>,
+    },
+    /// `unsubscribe`.
+    Unsubscribe {
+        /// The subscription's id.
+        subscription: u64,
     },
     /// `init`.
     Init {
@@ -250,6 +267,47 @@ fn uint(raw: JsonText<'_>, field: &str) -> Result<u64, Rejection> {
 
 fn optional_uint(raw: Option<JsonText<'_>>, field: &str) -> Result<Option<u64>, Rejection> {
     raw.map(|r| uint(r, field)).transpose()
+}
+
+/// The filter fields of `read_all` and `subscribe` (`None`: none given).
+fn filter(b: &RawBody<'_>) -> Result<Option<Filter>, Rejection> {
+    let text = |raw: Option<JsonText<'_>>, field: &str| -> Result<Option<String>, Rejection> {
+        raw.map(|r| {
+            let s = string(r, field)?;
+            if s.is_empty() {
+                return Err(Rejection::malformed(field, "must be a non-empty string"));
+            }
+            Ok(s.into_owned())
+        })
+        .transpose()
+    };
+    let category = text(b.category, "category")?;
+    let aggregate_id = text(b.aggregate_id, "aggregate_id")?;
+    let event_types = b
+        .event_types
+        .map(|raw| {
+            let types = serde_json::from_str::<Vec<String>>(raw.get()).map_err(|_| {
+                let problem = match kind(raw.get()) {
+                    "an array" => "must be an array of strings, got another element".to_owned(),
+                    other => format!("must be an array of strings, got {other}"),
+                };
+                Rejection::malformed("event_types", problem)
+            })?;
+            if types.is_empty() {
+                return Err(Rejection::malformed(
+                    "event_types",
+                    "must be a non-empty array of strings",
+                ));
+            }
+            Ok(types)
+        })
+        .transpose()?;
+    let filter = Filter {
+        category,
+        aggregate_id,
+        event_types,
+    };
+    Ok((!filter.is_empty()).then_some(filter))
 }
 
 /// `max_count`: any integer ≥ 0, however large; above [`MAX_MAX_COUNT`] it
@@ -499,6 +557,14 @@ pub(crate) fn decode_body<'a>(b: &RawBody<'a>, line: Line<'_>) -> Result<Request
                 optional_uint(b.from_sequence, "from_sequence")?.unwrap_or(1),
             ),
             max_count: max_count(b.max_count)?,
+            filter: filter(b)?.map(Arc::new),
+        }),
+        "subscribe" => Ok(Request::Subscribe {
+            from_sequence: optional_uint(b.from_sequence, "from_sequence")?.map(SequenceNumber),
+            filter: Arc::new(filter(b)?.unwrap_or_default()),
+        }),
+        "unsubscribe" => Ok(Request::Unsubscribe {
+            subscription: uint(required(b.subscription, "subscription")?, "subscription")?,
         }),
         "init" => {
             let node_id = non_empty_string(b.node_id, "node_id")?;
@@ -663,6 +729,7 @@ mod tests {
         let Ok(Request::ReadAll {
             max_count,
             from_sequence,
+            ..
         }) = request(r#"{"type":"read_all"}"#)
         else {
             panic!()
@@ -679,6 +746,7 @@ mod tests {
         let Ok(Request::ReadAll {
             max_count,
             from_sequence,
+            ..
         }) = read_all(r#","max_count":99999999999999999999999,"from_sequence":-0"#)
         else {
             panic!()
