@@ -50,7 +50,10 @@ impl Filter {
         self.category
             .as_deref()
             .is_none_or(|c| in_category(aggregate_id, c))
-            && self.aggregate_id.as_deref().is_none_or(|a| a == aggregate_id)
+            && self
+                .aggregate_id
+                .as_deref()
+                .is_none_or(|a| a == aggregate_id)
             && self
                 .event_types
                 .as_ref()
@@ -112,11 +115,8 @@ pub fn matches<'s>(
     max_count: u64,
 ) -> Box<dyn Iterator<Item = SequenceNumber> + 's> {
     let wanted = usize::try_from(max_count).unwrap_or(usize::MAX);
-    let matching = move |seq: &SequenceNumber| {
-        store
-            .event(*seq)
-            .is_some_and(|e| filter.matches_event(&e))
-    };
+    let matching =
+        move |seq: &SequenceNumber| store.event(*seq).is_some_and(|e| filter.matches_event(&e));
     match filter.aggregate_id.as_deref() {
         // The aggregate's own positions (sequence numbers rise with its
         // versions): with no type filter, exactly what is returned.

@@ -45,6 +45,8 @@ const REQUEST_TYPES: &[&str] = &[
     "get_state",
     "read_stream",
     "read_all",
+    "subscribe",
+    "unsubscribe",
 ];
 
 /// Reply types: each must appear in some example.
@@ -58,10 +60,14 @@ const REPLY_TYPES: &[&str] = &[
     "state",
     "stream_read",
     "all_read",
+    "subscribed",
+    "event",
+    "unsubscribed",
     "error",
 ];
 
-/// Error codes the node uses: each must appear in some example reply.
+/// Error codes the node uses: each must appear in some example reply
+/// (11 needs 1,001 subscriptions: `tests/node_subscriptions.rs` shows it).
 const ERROR_CODES: &[u64] = &[10, 12, 13, 20, 22];
 
 #[derive(Debug)]

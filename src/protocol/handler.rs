@@ -202,13 +202,6 @@ impl Core {
         let Message::Envelope(envelope) = message else {
             return (ReplySource::Default, Outcome::Silent);
         };
-        let source = if envelope.dest.is_some() {
-            ReplySource::Dest
-        } else if let Some(id) = &self.node_id {
-            ReplySource::Node(Arc::clone(id))
-        } else {
-            ReplySource::Default
-        };
         let outcome = match &mut envelope.request {
             Err(rejection) => Outcome::Error(rejection.clone()),
             Ok(_) if let Some(failure) = self.store.storage_failure() => {
@@ -221,13 +214,25 @@ impl Core {
                 from_sequence,
                 filter,
             }) => {
-                let node = source_text(&source, envelope.dest);
+                let node = source_text(&self.source(envelope.dest.is_some()), envelope.dest);
                 let client = Arc::from(envelope.src.get());
                 self.subscribe(node, client, *from_sequence, Arc::clone(filter))
             }
             Ok(request) => self.apply_request(request),
         };
-        (source, outcome)
+        // After applying: the reply to `init` comes from the id it gave.
+        (self.source(envelope.dest.is_some()), outcome)
+    }
+
+    /// Whom a reply comes from.
+    fn source(&self, has_dest: bool) -> ReplySource {
+        if has_dest {
+            ReplySource::Dest
+        } else if let Some(id) = &self.node_id {
+            ReplySource::Node(Arc::clone(id))
+        } else {
+            ReplySource::Default
+        }
     }
 
     fn subscribe(
