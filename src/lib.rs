@@ -23,6 +23,8 @@
 //!   tail.rs       the serial section (barging mutex) and the published head (loom-checked)
 //! store.rs      EventStore: aggregates in a DashMap, append, reads
 //!   recent.rs     per-thread memo of the last aggregate looked up (spares the shard lock)
+//! notify.rs     event count: subscribers wait for the log without the log waiting
+//! subscription.rs  library subscriptions: catch-up, then live, filtered
 //! snapshot.rs   snapshots, replay, state-at-time (plans executed later)
 //! error.rs      error enums with protocol-ready messages
 //! storage/      durability: checksummed segment files, group commit, recovery
@@ -77,18 +79,22 @@ pub mod ids;
 pub mod json;
 mod log;
 pub mod node;
+mod notify;
 pub mod protocol;
 pub mod snapshot;
 pub mod storage;
 pub mod store;
+pub mod subscription;
 pub(crate) mod swar;
 pub mod time;
 pub mod types;
 
 pub use error::{AppendError, ConcurrencyError, IdConflict, InvalidAppend};
 pub use event::{Event, NewEvent, RecordedEvent};
+pub use filter::Filter;
 pub use snapshot::{FoldPlan, Replay, Snapshot};
 pub use storage::{FsyncPolicy, OpenError};
 pub use store::{AllSlice, Appended, EventStore, Positions, StreamSlice};
+pub use subscription::Subscription;
 pub use time::Timestamp;
 pub use types::{EventId, ExpectedVersion, JsonText, SequenceNumber, Version};

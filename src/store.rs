@@ -45,6 +45,7 @@ use crate::event::{Event, NewEvent, Payload, RecordedEvent};
 use crate::hash::KeyedState;
 use crate::ids::IdScheme;
 use crate::log::Log;
+use crate::notify::EventCount;
 use crate::snapshot::SnapshotRecord;
 use crate::storage::Wal;
 use crate::time::Timestamp;
@@ -196,6 +197,9 @@ pub struct EventStore {
     /// Process-unique: keys this store's entries in the per-thread lookup
     /// memo (`store/recent.rs`).
     id: u64,
+    /// Subscribers waiting for the log to grow (`notify.rs`): notified
+    /// after every append and every sync.
+    pub(crate) published: EventCount,
 }
 
 impl Default for EventStore {
@@ -229,6 +233,7 @@ impl EventStore {
             ids,
             wal: None,
             id: recent::new_store_id(),
+            published: EventCount::default(),
         }
     }
 
@@ -240,6 +245,15 @@ impl EventStore {
     /// The highest sequence number appended so far (0 when empty).
     pub fn head(&self) -> SequenceNumber {
         self.log.head()
+    }
+
+    /// The highest sequence number a subscriber may see: the head in
+    /// memory, the durable head on a durable store.
+    pub fn visible_head(&self) -> SequenceNumber {
+        match &self.wal {
+            Some(wal) => SequenceNumber(wal.durable_seq()),
+            None => self.head(),
+        }
     }
 
     /// The event at `seq`, if it exists.
@@ -427,6 +441,13 @@ impl EventStore {
             if let Some(id) = id.filter(|&id| !self.ids.is_tagged(id)) {
                 self.client_ids.insert(id, seq);
             }
+        }
+        drop(stream);
+        drop(_gate);
+        if self.wal.is_none() {
+            // In memory, published is visible: wake subscribers (durable
+            // stores wake them when a sync makes events durable).
+            self.published.notify();
         }
         Ok(appended)
     }

@@ -185,16 +185,36 @@ mod tests {
     fn ids_rise_and_the_limit_holds() {
         let mut subs = Subscriptions::default();
         for i in 1..=MAX_SUBSCRIPTIONS as u64 {
-            let s = subs.add(text("\"n\""), text("\"c\""), Arc::default(), SequenceNumber(1)).unwrap();
+            let s = subs
+                .add(
+                    text("\"n\""),
+                    text("\"c\""),
+                    Arc::default(),
+                    SequenceNumber(1),
+                )
+                .unwrap();
             assert_eq!(s.id, i);
         }
         assert_eq!(
-            subs.add(text("\"n\""), text("\"c\""), Arc::default(), SequenceNumber(1)).unwrap_err(),
+            subs.add(
+                text("\"n\""),
+                text("\"c\""),
+                Arc::default(),
+                SequenceNumber(1)
+            )
+            .unwrap_err(),
             Full
         );
         assert!(subs.remove(5));
         assert!(!subs.remove(5));
-        let s = subs.add(text("\"n\""), text("\"c\""), Arc::default(), SequenceNumber(1)).unwrap();
+        let s = subs
+            .add(
+                text("\"n\""),
+                text("\"c\""),
+                Arc::default(),
+                SequenceNumber(1),
+            )
+            .unwrap();
         assert_eq!(s.id, MAX_SUBSCRIPTIONS as u64 + 1, "ids are never reused");
     }
 }

@@ -196,12 +196,20 @@ impl EventStore {
         self.storage_failure().map_or(Ok(()), |e| Err(e.clone()))
     }
 
-    /// Makes every write so far durable (no-op in memory).
+    /// Makes every write so far durable (no-op in memory), and lets
+    /// subscribers see the events it covers.
     pub fn sync(&self) -> Result<(), StorageError> {
-        match &self.wal {
-            Some(wal) => wal.sync(wal.position()),
-            None => Ok(()),
-        }
+        let Some(wal) = &self.wal else {
+            return Ok(());
+        };
+        // The head first: every published event's record is already in the
+        // WAL's buffer (appends write it before publishing), so the
+        // position taken after it covers them all.
+        let head = self.head();
+        wal.sync(wal.position())?;
+        wal.mark_durable_seq(head.0);
+        self.published.notify();
+        Ok(())
     }
 
     /// The log position after every write so far (0 in memory); pass it to

@@ -100,6 +100,10 @@ pub struct Wal {
     /// LSN up to which everything is durable. Release/Acquire so that a
     /// thread that sees it also sees the writer's bookkeeping.
     durable: AtomicU64,
+    /// The highest sequence number known durable (set by the store after
+    /// a sync, see `EventStore::sync`); Release/Acquire so that a reader
+    /// that sees it also sees those events.
+    durable_seq: AtomicU64,
     failed: OnceLock<StorageError>,
     /// Held for the store's lifetime: a second node on the directory fails.
     _lock: File,
@@ -208,6 +212,7 @@ impl Wal {
                 spare: Vec::new(),
             }),
             durable: AtomicU64::new(0),
+            durable_seq: AtomicU64::new(0),
             failed: OnceLock::new(),
             _lock: lock,
         })
@@ -231,6 +236,16 @@ impl Wal {
     /// The LSN just past everything appended so far.
     pub fn position(&self) -> u64 {
         self.pending.lock().end
+    }
+
+    /// The highest sequence number known durable.
+    pub fn durable_seq(&self) -> u64 {
+        self.durable_seq.load(Ordering::Acquire)
+    }
+
+    /// Records that every event up to `seq` is durable (it only rises).
+    pub fn mark_durable_seq(&self, seq: u64) {
+        self.durable_seq.fetch_max(seq, Ordering::AcqRel);
     }
 
     /// The failure that ended this log, if any: once set, every later
