@@ -62,16 +62,6 @@ impl<'s> Subscription<'s> {
         None
     }
 
-    /// The next matching event, waiting for it as long as it takes.
-    pub fn next(&mut self) -> RecordedEvent<'s> {
-        loop {
-            if let Some(event) = self.try_next() {
-                return event;
-            }
-            self.wait(None);
-        }
-    }
-
     /// The next matching event, waiting at most `timeout`.
     pub fn next_timeout(&mut self, timeout: Duration) -> Option<RecordedEvent<'s>> {
         let deadline = Instant::now() + timeout;
@@ -97,6 +87,22 @@ impl<'s> Subscription<'s> {
         self.store
             .published
             .wait_until(|| self.store.visible_head() >= next, deadline)
+    }
+}
+
+/// A subscription is an endless iterator: `next` waits for the next
+/// matching event as long as it takes (it never returns `None`), so
+/// `for event in store.subscribe(…)` follows the log for good.
+impl<'s> Iterator for Subscription<'s> {
+    type Item = RecordedEvent<'s>;
+
+    fn next(&mut self) -> Option<RecordedEvent<'s>> {
+        loop {
+            if let Some(event) = self.try_next() {
+                return Some(event);
+            }
+            self.wait(None);
+        }
     }
 }
 
@@ -138,7 +144,7 @@ mod tests {
                 append(&store, "order-1", "A");
                 append(&store, "user-2", "B");
             });
-            assert_eq!(sub.next().aggregate_id(), "user-2");
+            assert_eq!(sub.next().unwrap().aggregate_id(), "user-2");
         });
         let mut only_new = store.subscribe(None, Filter::default());
         assert!(only_new.try_next().is_none());
