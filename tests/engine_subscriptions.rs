@@ -117,6 +117,7 @@ fn a_blocking_subscriber_wakes_for_a_new_event() {
             store
                 .subscribe(None, Filter::default())
                 .next()
+                .expect("a subscription never ends")
                 .sequence_number
         });
         std::thread::sleep(Duration::from_millis(30));
