@@ -115,7 +115,10 @@ fn main() {
     println!("| alone | {a:.0} |");
     println!("| with {SUBSCRIBERS} subscribers following | {f:.0} |");
     println!();
-    println!("Subscribers add {:.0}% to the writers' time per append.", (f / a - 1.0) * 100.0);
+    println!(
+        "Subscribers add {:.0}% to the writers' time per append.",
+        (f / a - 1.0) * 100.0
+    );
     let (p50, p99) = latency();
     println!();
     println!(

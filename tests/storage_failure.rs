@@ -286,3 +286,49 @@ fn the_library_refuses_every_write_after_the_disk_fills() {
         )
         .expect("appends go on after a restart with room");
 }
+
+/// A subscriber of a durable node gets an `event` message only for events
+/// that became durable: none for the appends answered with error 13.
+#[test]
+fn no_event_message_for_an_event_that_was_not_durable() {
+    for workers in ["1", "4"] {
+        let disk = SmallDisk::new("full-disk-subscribed");
+        let args = ["--data-dir", disk.dir.arg(), "--workers", workers];
+        let mut node = Session::spawn(disk.limited(BIN, &args));
+        let subscribed = node.call(&req(json!({"type": "subscribe", "msg_id": 0})));
+        assert_eq!(subscribed["type"], "subscribed");
+        for i in 0..300usize {
+            node.send(&req(
+                json!({"type": "append", "msg_id": i + 1, "aggregate_id": "a",
+                "event_type": "Padded", "event_data": big_data(i), "version": "any"}),
+            ));
+        }
+        let (status, lines, stderr) = node.finish();
+        assert_eq!(status.code(), Some(1), "{stderr}");
+        let mut acknowledged = Vec::new();
+        let mut announced = Vec::new();
+        let mut failed = 0;
+        for l in &lines {
+            let body = &l["body"];
+            match body["type"].as_str().unwrap() {
+                "appended" => acknowledged.push(body["sequence_number"].as_u64().unwrap()),
+                "event" => {
+                    let seq = body["event"]["sequence_number"].as_u64().unwrap();
+                    assert_eq!(
+                        acknowledged.last(),
+                        Some(&seq),
+                        "an event message follows the reply of its append"
+                    );
+                    announced.push(seq);
+                }
+                "error" => {
+                    assert_eq!(body["code"], 13, "{body}");
+                    failed += 1;
+                }
+                other => panic!("unexpected {other}: {body}"),
+            }
+        }
+        assert!(failed > 0, "the disk filled up");
+        assert_eq!(announced, acknowledged, "--workers {workers}");
+    }
+}
