@@ -25,6 +25,7 @@
 //!   recent.rs     per-thread memo of the last aggregate looked up (spares the shard lock)
 //! notify.rs     event count: subscribers wait for the log without the log waiting
 //! subscription.rs  library subscriptions: catch-up, then live, filtered
+//! state_cache.rs  folded states kept per aggregate (latest, checkpoints), bounded
 //! snapshot.rs   snapshots, replay, state-at-time (plans executed later)
 //! error.rs      error enums with protocol-ready messages
 //! storage/      durability: checksummed segment files, group commit, recovery
@@ -82,6 +83,7 @@ pub mod node;
 mod notify;
 pub mod protocol;
 pub mod snapshot;
+mod state_cache;
 pub mod storage;
 pub mod store;
 pub mod subscription;

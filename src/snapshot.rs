@@ -19,6 +19,7 @@
 
 use crate::error::{AppendError, ConcurrencyError};
 use crate::fold::Fold;
+use crate::state_cache::{CHECKPOINT_EVERY, Folded, worth_keeping};
 use crate::store::{Aggregate, EventStore};
 use crate::time::Timestamp;
 use crate::types::{JsonText, SequenceNumber, Version};
@@ -88,22 +89,28 @@ impl FoldPlan {
     }
 
     /// Folds and writes the state as JSON text to `out`; returns the number
-    /// of events folded.
+    /// of events the fold covers (after the snapshot, if one is used). A
+    /// fold from `{}` starts from the nearest cached state at or before its
+    /// end (`state_cache.rs`); the result is the same, and so is the count.
     pub fn write_state(&self, store: &EventStore, out: &mut Vec<u8>) -> u64 {
         let Some(aggregate) = &self.aggregate else {
             out.extend_from_slice(b"{}");
             return 0;
         };
-        let start_state = self
-            .snapshot
-            .as_ref()
-            .map(|s| s.state_text(store, aggregate));
-        let mut fold = start_state.map_or_else(Fold::new, Fold::from_state);
+        let Some(snapshot) = &self.snapshot else {
+            let end = match self.until {
+                Some(t) => last_version_at(store, aggregate, self.end, t),
+                None => self.end,
+            };
+            out.extend_from_slice(fold_from_empty(store, aggregate, end).as_bytes());
+            return end.0 - self.start.0;
+        };
+        let mut fold = Fold::from_state(snapshot.state_text(store, aggregate));
         let seqs = store.stream_slice(aggregate, Version(self.start.0 + 1), self.end);
         let mut folded = 0;
         for seq in seqs {
             let Some(event) = store.log.event(seq) else {
-                break;
+                panic!("event {seq} of aggregate {} is missing", aggregate.name());
             };
             if self.until.is_some_and(|t| event.recorded_at() > t) {
                 // recorded_at never falls along the log, and sequence numbers
@@ -125,19 +132,96 @@ impl FoldPlan {
     }
 }
 
+/// The highest version of `aggregate` up to `end` whose event was recorded
+/// at or before `at` (0 if none): a binary search, as `recorded_at` never
+/// falls along an aggregate.
+fn last_version_at(
+    store: &EventStore,
+    aggregate: &Aggregate,
+    end: Version,
+    at: Timestamp,
+) -> Version {
+    let recorded = |v: u64| {
+        let event = store
+            .seq_at(aggregate, Version(v))
+            .and_then(|seq| store.log.event(seq));
+        let Some(event) = event else {
+            panic!("version {v} of aggregate {} is missing", aggregate.name());
+        };
+        event.recorded_at()
+    };
+    // Invariant: versions ≤ lo qualify, versions > hi do not.
+    let (mut lo, mut hi) = (0, end.0);
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        if recorded(mid) <= at {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    Version(lo)
+}
+
+/// The fold from `{}` of `aggregate`'s first `end` events, starting from the
+/// nearest cached state at or before `end` and leaving checkpoints and the
+/// latest state behind for later reads (see `state_cache.rs`).
+fn fold_from_empty(store: &EventStore, aggregate: &Aggregate, end: Version) -> Arc<str> {
+    let base = aggregate.states.at_or_before(end.0);
+    if let Some(base) = &base
+        && base.version == end.0
+    {
+        return Arc::clone(&base.text);
+    }
+    let (from, mut covered) = base.as_ref().map_or((0, 0), |b| (b.version, b.covered));
+    let mut fold = base
+        .as_ref()
+        .map_or_else(Fold::new, |b| Fold::from_state(&b.text));
+    let seqs = store.stream_slice(aggregate, Version(from + 1), end);
+    assert_eq!(
+        seqs.len() as u64,
+        end.0 - from,
+        "versions of a plan are missing"
+    );
+    let mut since_checkpoint = 0;
+    for (version, seq) in (from + 1..).zip(seqs) {
+        let Some(event) = store.log.event(seq) else {
+            panic!("event {seq} of aggregate {} is missing", aggregate.name());
+        };
+        fold.apply(event.data());
+        covered += event.data().len();
+        since_checkpoint += event.data().len();
+        if version % CHECKPOINT_EVERY == 0 {
+            let text = fold.to_json();
+            if worth_keeping(text.len(), since_checkpoint) {
+                aggregate.states.offer_checkpoint(Folded {
+                    version,
+                    text: Arc::from(text),
+                    covered,
+                });
+            }
+            since_checkpoint = 0;
+        }
+    }
+    let text: Arc<str> = Arc::from(fold.to_json());
+    if worth_keeping(text.len(), covered) {
+        aggregate.states.offer_latest(Folded {
+            version: end.0,
+            text: Arc::clone(&text),
+            covered,
+        });
+    }
+    text
+}
+
 impl SnapshotRecord {
     /// The snapshot's state text, folding it on first use.
     fn state_text<'s>(&'s self, store: &EventStore, aggregate: &Aggregate) -> &'s str {
         match &self.state {
             SnapshotState::Given(text) => text,
-            SnapshotState::Folded(memo) => memo.get_or_init(|| {
-                let mut fold = Fold::new();
-                let seqs = store.stream_slice(aggregate, Version(1), self.version);
-                for event in seqs.into_iter().filter_map(|s| store.log.event(s)) {
-                    fold.apply(event.data());
-                }
-                fold.to_json().into_boxed_str()
-            }),
+            SnapshotState::Folded(memo) => {
+                memo.get_or_init(|| Box::from(&*fold_from_empty(store, aggregate, self.version)))
+            }
         }
     }
 }

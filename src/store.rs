@@ -47,6 +47,7 @@ use crate::ids::IdScheme;
 use crate::log::Log;
 use crate::notify::EventCount;
 use crate::snapshot::SnapshotRecord;
+use crate::state_cache::StateCache;
 use crate::storage::Wal;
 use crate::time::Timestamp;
 use crate::types::{EventId, ExpectedVersion, SequenceNumber, Version};
@@ -66,6 +67,8 @@ pub const MAX_EVENT_PART_BYTES: usize = u32::MAX as usize;
 pub struct Aggregate {
     name: Arc<str>,
     pub(crate) stream: Mutex<Stream>,
+    /// Folded states kept for reads (`state_cache.rs`); appends never touch it.
+    pub(crate) states: StateCache,
 }
 
 /// What an aggregate's lock guards.
@@ -303,6 +306,7 @@ impl EventStore {
             Arc::new(Aggregate {
                 name,
                 stream: Mutex::new(Stream::default()),
+                states: StateCache::default(),
             })
         });
         Arc::clone(&entry)
@@ -609,6 +613,12 @@ impl EventStore {
         // Read side of "sequence numbers rise along the aggregate".
         debug_assert!(slice.windows(2).all(|w| w[0] < w[1]));
         slice
+    }
+
+    /// The sequence number of the aggregate's event at `version` (≥ 1).
+    pub(crate) fn seq_at(&self, aggregate: &Aggregate, version: Version) -> Option<SequenceNumber> {
+        let i = usize::try_from(version.0.checked_sub(1)?).ok()?;
+        aggregate.stream.lock().seqs.get(i).copied()
     }
 
     /// The sequence numbers of an aggregate's versions `from..=to`
