@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Loom model check of the global log's serial section and publication
-# (src/log/tail.rs, tests/loom_tail.rs).
+# Loom model check of the lock-free append protocol
+# (src/log/link.rs, tests/loom_link.rs).
 #
 #   scripts/loom.sh                          # all models (~20 s once built)
 #   scripts/loom.sh three_writers            # one model (test name filter)
@@ -17,4 +17,4 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 export RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }--cfg loom"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target/loom}"
-exec cargo test --release --test loom_tail -- --nocapture "$@"
+exec cargo test --release --test loom_link -- --nocapture "$@"

@@ -154,9 +154,11 @@ impl Graph for Log {
         self.index.allocate_ahead(first + count - 1);
     }
 
-    fn pause(&self, step: Step) {
+    fn pause(&self, step: Step) -> bool {
+        // The store's hook may block the thread, never abandon the step.
         if let Some(hook) = self.pause {
             hook(step);
         }
+        false
     }
 }

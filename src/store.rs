@@ -469,7 +469,7 @@ impl EventStore {
         ) {
             Ok((node, base)) => Ok(self.finish(node, base)),
             Err((Refused::Version(current), _)) => Err(concurrency(expected, Version(current))),
-            Err((Refused::Killed, _)) => panic!("a node without client ids was killed"),
+            Err((refused, _)) => panic!("append without client ids refused: {refused:?}"),
         }
     }
 
@@ -552,6 +552,7 @@ impl EventStore {
                 // A competitor for one of our ids killed the node: start
                 // over (its claims are taken over or withdrawn).
                 Err((Refused::Killed, _)) => self.withdraw(node, &claimed),
+                Err((Refused::Stopped, _)) => panic!("the store's pause hook stopped an append"),
             }
         }
     }
@@ -872,7 +873,7 @@ impl EventStore {
                 "append record for {aggregate_id:?} starts at version {first_version}, expected {}",
                 current + 1
             )),
-            Err((Refused::Killed, _)) => panic!("a restored node was killed"),
+            Err((refused, _)) => panic!("restoring an append refused: {refused:?}"),
         }
     }
 }

@@ -176,8 +176,12 @@ pub(crate) trait Graph {
     /// Records that sequence numbers `first..first + count` belong to node
     /// `id` (idempotent: helpers may call it concurrently).
     fn publish(&self, id: u64, first: u64, count: u64);
-    /// Test hook: called at each step of an append by the appending thread.
-    fn pause(&self, _step: Step) {}
+    /// Test hook: called at each step of an append by the thread taking
+    /// it. `true` means "this thread stops here for ever" (the loom models
+    /// use it: the caller returns at once, leaving the step undone).
+    fn pause(&self, _step: Step) -> bool {
+        false
+    }
 }
 
 /// The global log's end.
@@ -196,7 +200,8 @@ impl Chain {
 }
 
 /// Sequences `x`, linked right after the done node `t` (by anyone).
-fn sequence<G: Graph>(g: &G, t: u64, x: u64) {
+/// `false`: the test hook stopped this thread.
+fn sequence<G: Graph>(g: &G, t: u64, x: u64) -> bool {
     let pred = g.link(t);
     let Some(first) = pred.done_end() else {
         panic!("node {x} linked after node {t}, which is not done");
@@ -210,7 +215,9 @@ fn sequence<G: Graph>(g: &G, t: u64, x: u64) {
     node.recorded
         .store(node.clock.max(floor), Ordering::Relaxed);
     g.publish(x, first, node.count);
-    g.pause(Step::BeforeDone);
+    if g.pause(Step::BeforeDone) {
+        return false;
+    }
     // AcqRel: Release publishes `recorded` and the index entries.
     match node
         .end
@@ -219,6 +226,7 @@ fn sequence<G: Graph>(g: &G, t: u64, x: u64) {
         Ok(_) => {}
         Err(other) => assert_eq!(other, end, "two helpers sequenced node {x} differently"),
     }
+    true
 }
 
 /// Makes node `n` done: links it into the global log (unless someone has)
@@ -237,7 +245,9 @@ pub(crate) fn link<G: Graph>(g: &G, chain: &Chain, n: u64) {
         let t = chain.tail.load(Ordering::Acquire);
         let next = g.link(t).next.load(Ordering::Acquire);
         if next != NONE {
-            sequence(g, t, next);
+            if !sequence(g, t, next) {
+                return;
+            }
             // Whoever wins swings it; a loser finds it swung.
             let _ = chain
                 .tail
@@ -249,15 +259,20 @@ pub(crate) fn link<G: Graph>(g: &G, chain: &Chain, n: u64) {
         if g.link(n).done_end().is_some() {
             return;
         }
-        g.pause(Step::BeforeLink);
+        if g.pause(Step::BeforeLink) {
+            return;
+        }
         if g.link(t)
             .next
             .compare_exchange(NONE, n, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
-            g.pause(Step::Linked);
-            sequence(g, t, n);
-            g.pause(Step::Done);
+            if g.pause(Step::Linked) {
+                return;
+            }
+            if !sequence(g, t, n) || g.pause(Step::Done) {
+                return;
+            }
             let _ = chain
                 .tail
                 .compare_exchange(t, n, Ordering::AcqRel, Ordering::Relaxed);
@@ -310,16 +325,16 @@ pub(crate) fn version_of<G: Graph>(g: &G, node: u64) -> u64 {
 }
 
 /// Makes the aggregate's `last` a done node (helping it, or rolling back a
-/// failed one) and returns it.
-fn settle<G: Graph>(g: &G, chain: &Chain, last: &AtomicU64) -> u64 {
+/// failed one) and returns it; `None` if the test hook stopped this thread.
+fn settle<G: Graph>(g: &G, chain: &Chain, last: &AtomicU64) -> Option<u64> {
     loop {
         let p = last.load(Ordering::Acquire);
         if p == NONE {
-            return p;
+            return Some(p);
         }
         let node = g.link(p);
         if node.done_end().is_some() {
-            return p;
+            return Some(p);
         }
         // A `PENDING` node in `last` has all its claims: finish it for its
         // owner. `FAILED` (killed by a competitor for an id): roll back.
@@ -332,7 +347,7 @@ fn settle<G: Graph>(g: &G, chain: &Chain, last: &AtomicU64) -> u64 {
             continue;
         }
         link(g, chain, p);
-        return p;
+        return node.done_end().map(|_| p);
     }
 }
 
@@ -343,6 +358,8 @@ pub(crate) enum Refused {
     Version(u64),
     /// The node was killed (a competitor took one of its client ids).
     Killed,
+    /// The test hook stopped this thread (loom models only).
+    Stopped,
 }
 
 /// Steps 1–3: reserves the next version of the aggregate whose `last` this
@@ -360,7 +377,9 @@ pub(crate) fn reserve<G: Graph>(
     let mut make = Some(make);
     let mut made = None;
     loop {
-        let p = settle(g, chain, last);
+        let Some(p) = settle(g, chain, last) else {
+            return Err((Refused::Stopped, made));
+        };
         let current = version_of(g, p);
         if expected.is_some_and(|v| v != current) {
             return Err((Refused::Version(current), made));
@@ -375,7 +394,9 @@ pub(crate) fn reserve<G: Graph>(
         // Relaxed: published by the Release of the CAS below.
         node.prev.store(p, Ordering::Relaxed);
         node.base.store(current, Ordering::Relaxed);
-        g.pause(Step::BeforeReserve);
+        if g.pause(Step::BeforeReserve) {
+            return Err((Refused::Stopped, made));
+        }
         if last
             .compare_exchange(p, n, Ordering::AcqRel, Ordering::Acquire)
             .is_err()
@@ -385,7 +406,9 @@ pub(crate) fn reserve<G: Graph>(
             }
             continue;
         }
-        g.pause(Step::Reserved);
+        if g.pause(Step::Reserved) {
+            return Err((Refused::Stopped, made));
+        }
         // Claims: confirm (or find killed, and roll back ourselves).
         let _ =
             node.status
