@@ -533,7 +533,15 @@ impl EventStore {
                 }
             }
             if let Some(found) = stored {
+                let killed =
+                    self.log.commit(node).link.status.load(Ordering::Acquire) == link::FAILED;
                 self.withdraw(node, &claimed);
+                if killed {
+                    // A competitor took one of our earlier ids meanwhile:
+                    // what we found is judged from the batch's first id
+                    // again.
+                    continue;
+                }
                 let (i, id, seq) = found?;
                 return self.stored_result(aggregate, i, id, seq, &events);
             }
