@@ -3,7 +3,7 @@
 //! # Writing
 //!
 //! Records are serialised into an in-memory `pending` buffer by the thread
-//! that makes them (for appends: inside the global log's serial section, so
+//! that makes them (for appends: the journaller, `journal.rs`, following the log, so
 //! records lie in the file in sequence-number order). A logical position
 //! (LSN: bytes ever appended) names every point in the log.
 //!
