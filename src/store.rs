@@ -498,12 +498,23 @@ impl EventStore {
         now: Timestamp,
     ) -> Result<Appended, AppendError> {
         let count = events.len() as u64;
+        let mut events = Some(events);
+        let mut previous = None;
         loop {
+            // The texts move into the first node; a restart (rare: killed by
+            // a competitor) copies them from the node before.
+            let texts = match (events.take(), previous) {
+                (Some(e), _) => e,
+                (None, Some(p)) => self.log.commit(p).events.clone(),
+                (None, None) => panic!("an append restarted without a node"),
+            };
             let node = self.log.add(Commit {
                 link: Link::new(count, now.0, true),
                 aggregate: Arc::clone(aggregate),
-                events: events.clone(),
+                events: texts,
             });
+            previous = Some(node);
+            let events = &self.log.commit(node).events;
             let mut claimed = Vec::with_capacity(events.len());
             let mut stored = None;
             for (i, e) in events.iter().enumerate() {
@@ -543,7 +554,7 @@ impl EventStore {
                     continue;
                 }
                 let (i, id, seq) = found?;
-                return self.stored_result(aggregate, i, id, seq, &events);
+                return self.stored_result(aggregate, i, id, seq, events);
             }
             match link::reserve(
                 &*self.log,

@@ -151,7 +151,13 @@ impl Journal {
             self.wake();
             let mut guard = s.progress.lock();
             while !done() {
-                // The timeout only guards against a lost wake-up.
+                // A journaller that stopped (it asserts impossible states)
+                // will never write more: fail loudly rather than hang.
+                assert!(
+                    self.thread.as_ref().is_some_and(|t| !t.is_finished()),
+                    "the journal thread stopped"
+                );
+                // The timeout guards against a lost wake-up (and a dead journaller).
                 s.progressed.wait_for(&mut guard, Duration::from_millis(10));
             }
         }
