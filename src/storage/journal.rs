@@ -1,21 +1,24 @@
 //! The journaller: durability as a consumer of the log.
 //!
 //! Appends no longer pass through a serial section, so nothing orders their
-//! WAL records but the log itself. One thread, the journaller, follows the
-//! published log in sequence order: each round it serialises every commit
-//! between what it has written and the current head into the WAL's pending
-//! buffer (one [`Wal::append`]), then the snapshot records whose events are
-//! written, then `fdatasync`s whatever piled up ([`Wal::sync`]). Records
-//! therefore lie in the file in sequence order, and a snapshot record after
-//! every event it covers, which is what recovery checks.
+//! WAL records but the log itself. One writer at a time (the *turn*) follows
+//! the published log in sequence order: each round serialises every commit
+//! between what has been written and the current head into the WAL's
+//! pending buffer (one [`Wal::append`]), then the snapshot records whose
+//! events are written. Records therefore lie in the file in sequence order,
+//! and a snapshot record after every event it covers, which is what
+//! recovery checks. The journal thread takes rounds in the background (woken
+//! by snapshots and waiters, or every 50 ms); a thread waiting for its
+//! records takes a round itself when the turn is free, so a lone writer
+//! pays no thread hand-off.
 //!
-//! Waiting for durability ([`Journal::sync_through`]): wake the journaller,
-//! wait until it has *written* the records in question (`written_seq`),
-//! then `Wal::sync` up to the WAL position after them: the journaller's own
-//! sync usually covers it already, and otherwise every waiter queues on the
-//! WAL's group commit, so N threads waiting at once share one `fdatasync`.
-//! No append waits here for another append, only for the journaller and
-//! the disk; the in-memory log is not slowed by durability.
+//! Waiting for durability ([`Journal::sync_through`]): until the records in
+//! question are *written* (`written_seq`), then [`Wal::sync`] up to the WAL
+//! position after them: the WAL's group commit, where the first waiter in
+//! swaps out and `fdatasync`s whatever piled up and the ones queued behind
+//! it find their position covered: N threads waiting at once share one
+//! sync. The in-memory append path never takes the turn; only durability
+//! waits for it (and for the disk).
 //!
 //! The WAL's failure rules are the WAL's own (`wal.rs`): after the first
 //! error every later sync reports it, so nothing after a gap is ever
@@ -63,7 +66,13 @@ struct Shared {
     /// Snapshot records queued (counted in `queued_snaps`).
     snapshots: Mutex<VecDeque<SnapshotJob>>,
     queued_snaps: AtomicU64,
-    /// Signalled after every round that wrote something.
+    /// The right to write records: the journal thread's, or a waiter's
+    /// that found it free (`try_lock`). Never taken by the in-memory
+    /// append path.
+    turn: Mutex<()>,
+    /// Held by the one waiter running [`Wal::sync`] for all (`sync_to`).
+    syncing: Mutex<()>,
+    /// Signalled after every round that wrote something and every sync.
     progress: Mutex<()>,
     progressed: Condvar,
     stop: AtomicBool,
@@ -90,6 +99,8 @@ impl Journal {
             written_lsn: AtomicU64::new(0),
             snapshots: Mutex::new(VecDeque::new()),
             queued_snaps: AtomicU64::new(0),
+            turn: Mutex::new(()),
+            syncing: Mutex::new(()),
             progress: Mutex::new(()),
             progressed: Condvar::new(),
             stop: AtomicBool::new(false),
@@ -102,11 +113,6 @@ impl Journal {
             shared,
             thread: Some(thread),
         })
-    }
-
-    /// The WAL.
-    pub(crate) fn wal(&self) -> &Wal {
-        &self.shared.wal
     }
 
     /// Queues a snapshot record, written once sequence numbers up to
@@ -147,19 +153,26 @@ impl Journal {
             s.written_seq.load(Ordering::Acquire) >= seq
                 && s.written_snaps.load(Ordering::Acquire) >= snaps
         };
-        if !done() {
-            self.wake();
-            let mut guard = s.progress.lock();
-            while !done() {
-                // A journaller that stopped (it asserts impossible states)
-                // will never write more: fail loudly rather than hang.
-                assert!(
-                    self.thread.as_ref().is_some_and(|t| !t.is_finished()),
-                    "the journal thread stopped"
-                );
-                // The timeout guards against a lost wake-up (and a dead journaller).
-                s.progressed.wait_for(&mut guard, Duration::from_millis(10));
+        while !done() {
+            // Take the journaller's turn if it is free: no thread hand-off
+            // when nobody is writing (one writer alone pays no wake-up).
+            if let Some(_turn) = s.turn.try_lock() {
+                s.round_and_notify();
+                continue;
             }
+            // The holder notifies (under `progress`) after its round, and
+            // `done` is re-checked under `progress`: no lost wake-up.
+            let mut guard = s.progress.lock();
+            if done() {
+                break;
+            }
+            // A journaller that stopped (it asserts impossible states)
+            // will never write more: fail loudly rather than hang.
+            assert!(
+                self.thread.as_ref().is_some_and(|t| !t.is_finished()),
+                "the journal thread stopped"
+            );
+            s.progressed.wait_for(&mut guard, Duration::from_millis(10));
         }
         s.written_lsn.load(Ordering::Acquire)
     }
@@ -175,7 +188,35 @@ impl Journal {
     /// Makes the appends through `seq` durable.
     pub(crate) fn sync_through(&self, seq: u64) -> io::Result<()> {
         let lsn = self.written(seq, 0);
-        self.shared.wal.sync(lsn)
+        self.sync_to(lsn)
+    }
+
+    /// Makes the WAL durable up to `lsn`: one waiter syncs (everything
+    /// written so far), the others sleep until it is done and are woken
+    /// together, rather than queueing on the WAL's writer lock and waking
+    /// one after another (a convoy of thread switches per sync).
+    pub(crate) fn sync_to(&self, lsn: u64) -> io::Result<()> {
+        let s = &self.shared;
+        loop {
+            if s.wal.durable_position() >= lsn {
+                return Ok(());
+            }
+            if let Some(syncing) = s.syncing.try_lock() {
+                // A failed WAL reports its first error here, every time.
+                let result = s.wal.sync(lsn);
+                // Released before the notification: a waiter that misses
+                // it finds the turn free and syncs itself.
+                drop(syncing);
+                let _guard = s.progress.lock();
+                s.progressed.notify_all();
+                return result;
+            }
+            let mut guard = s.progress.lock();
+            if s.wal.durable_position() < lsn && s.syncing.is_locked() {
+                // The syncer notifies under `progress` once it is done.
+                s.progressed.wait_for(&mut guard, Duration::from_millis(10));
+            }
+        }
     }
 }
 
@@ -194,25 +235,37 @@ impl Shared {
     fn run(&self) {
         loop {
             let stopping = self.stop.load(Ordering::Acquire);
-            if self.round() {
-                // fdatasync whatever piled up; an error fails the WAL for
-                // good, and every waiter's own `sync` reports it.
-                let _ = self.wal.sync(self.written_lsn.load(Ordering::Relaxed));
-                let _guard = self.progress.lock();
-                self.progressed.notify_all();
+            let wrote = {
+                let _turn = self.turn.lock();
+                self.round_and_notify()
+            };
+            if wrote {
                 continue;
             }
             if stopping {
+                // Make what was written durable before the store goes.
+                let _ = self.wal.sync(self.written_lsn.load(Ordering::Acquire));
                 return;
             }
             thread::park_timeout(Duration::from_millis(50));
         }
     }
 
-    /// Writes what is new; whether anything was.
+    /// A round (the caller holds `turn`), then wakes the waiters if it
+    /// wrote anything; whether it did.
+    fn round_and_notify(&self) -> bool {
+        let wrote = self.round();
+        if wrote {
+            let _guard = self.progress.lock();
+            self.progressed.notify_all();
+        }
+        wrote
+    }
+
+    /// Writes what is new; whether anything was. Only under `turn`.
     fn round(&self) -> bool {
         let head = self.log.head();
-        // Relaxed: only this thread stores it.
+        // Relaxed: only stored under `turn`, which we hold.
         let from = self.written_seq.load(Ordering::Relaxed);
         let mut wrote = false;
         if head > from {

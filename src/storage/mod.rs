@@ -157,7 +157,7 @@ impl EventStore {
     /// Makes every write so far durable (no-op in memory).
     pub fn sync(&self) -> io::Result<()> {
         match &self.journal {
-            Some(journal) => journal.wal().sync(journal.position()),
+            Some(journal) => journal.sync_to(journal.position()),
             None => Ok(()),
         }
     }
@@ -172,7 +172,7 @@ impl EventStore {
     /// Makes writes up to `position` durable (no-op in memory).
     pub fn sync_to(&self, position: u64) -> io::Result<()> {
         match &self.journal {
-            Some(journal) => journal.wal().sync(position),
+            Some(journal) => journal.sync_to(position),
             None => Ok(()),
         }
     }

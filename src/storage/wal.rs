@@ -221,6 +221,12 @@ impl Wal {
         self.pending.lock().end
     }
 
+    /// The LSN up to which everything is durable.
+    pub fn durable_position(&self) -> u64 {
+        // Acquire: pairs with the Release store after the sync.
+        self.durable.load(Ordering::Acquire)
+    }
+
     /// Makes everything up to `lsn` durable (group commit; see module docs).
     pub fn sync(&self, lsn: u64) -> io::Result<()> {
         if let Some(e) = self.failed.get() {
