@@ -211,6 +211,11 @@ fn sequence<G: Graph>(g: &G, t: u64, x: u64) -> bool {
     let floor = pred.recorded.load(Ordering::Relaxed);
     let node = g.link(x);
     let end = first + node.count;
+    if let Some(done) = node.done_end() {
+        // Someone finished it: do not write its lines again.
+        assert_eq!(done, end, "node {x} sequenced differently");
+        return true;
+    }
     // Relaxed: every helper stores this same value; published by `end`.
     node.recorded
         .store(node.clock.max(floor), Ordering::Relaxed);
