@@ -40,7 +40,38 @@ use std::sync::{Arc, OnceLock};
 pub(crate) struct Commit {
     pub(crate) link: Link,
     pub(crate) aggregate: Arc<Aggregate>,
-    pub(crate) events: Box<[Event]>,
+    pub(crate) events: Events,
+}
+
+/// A commit's events: one inline (most appends: no second allocation), or
+/// a boxed batch.
+#[derive(Clone)]
+pub(crate) enum Events {
+    One(Event),
+    Many(Box<[Event]>),
+}
+
+impl std::ops::Deref for Events {
+    type Target = [Event];
+    fn deref(&self) -> &[Event] {
+        match self {
+            Events::One(e) => std::slice::from_ref(e),
+            Events::Many(v) => v,
+        }
+    }
+}
+
+impl FromIterator<Event> for Events {
+    fn from_iter<I: IntoIterator<Item = Event>>(iter: I) -> Events {
+        let mut v: Vec<Event> = iter.into_iter().collect();
+        match v.len() {
+            1 => match v.pop() {
+                Some(e) => Events::One(e),
+                None => unreachable!("a vector of length 1 pops an element"),
+            },
+            _ => Events::Many(v.into_boxed_slice()),
+        }
+    }
 }
 
 impl Commit {
@@ -77,7 +108,7 @@ impl Log {
         let id = log.add(Commit {
             link: Link::sentinel(),
             aggregate: nobody,
-            events: Box::new([]),
+            events: Events::Many(Box::new([])),
         });
         assert_eq!(id, SENTINEL);
         log
@@ -160,5 +191,18 @@ impl Graph for Log {
             hook(step);
         }
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_one_event_commit_stays_compact() {
+        // Per one-event append: this arena cell (the event inline), 8 bytes
+        // of index and the event's packed text.
+        let cell = std::mem::size_of::<OnceLock<Commit>>();
+        assert!(cell <= 136, "{cell} bytes");
     }
 }

@@ -64,7 +64,7 @@ use crate::event::{Event, NewEvent, Payload, RecordedEvent};
 use crate::hash::KeyedState;
 use crate::ids::IdScheme;
 use crate::log::link::{self, Link, Refused};
-use crate::log::{CAPACITY, Commit, Log};
+use crate::log::{CAPACITY, Commit, Events, Log};
 use crate::storage::journal::Journal;
 use crate::time::Timestamp;
 use crate::types::{EventId, ExpectedVersion, SequenceNumber, Version};
@@ -446,8 +446,8 @@ impl EventStore {
         // The log stamps `max(now, previous)`, so a reading taken before
         // the append's shared steps never breaks monotonic `recorded_at`.
         let now = Timestamp::now();
-        let events: Box<[Event]> = match prepared {
-            Prepared::One(p) => Box::new([Event::new(p)]),
+        let events: Events = match prepared {
+            Prepared::One(p) => Events::One(Event::new(p)),
             Prepared::Many(v) => v.into_iter().map(Event::new).collect(),
         };
         if has_client_ids {
@@ -494,7 +494,7 @@ impl EventStore {
         &self,
         aggregate: &Arc<Aggregate>,
         expected: ExpectedVersion,
-        events: Box<[Event]>,
+        events: Events,
         now: Timestamp,
     ) -> Result<Appended, AppendError> {
         let count = events.len() as u64;
@@ -857,7 +857,7 @@ impl EventStore {
             .iter()
             .map(|(p, client)| p.id.filter(|_| *client))
             .collect();
-        let stored: Box<[Event]> = events
+        let stored: Events = events
             .into_iter()
             .map(|(mut p, client)| {
                 if !client {
@@ -1019,7 +1019,7 @@ mod tests {
             store.log.add(Commit {
                 link: Link::new(1, micros, false),
                 aggregate: Arc::clone(&aggregate),
-                events: Box::new([event]),
+                events: Events::One(event),
             })
         };
         let (node, base) =
