@@ -42,6 +42,10 @@
 //!   while one more thread tails the global log in pages of 1,000 (checking
 //!   every sequence number is the next one). The time stops when the writers
 //!   finish; how far the reader had got then is printed to stderr.
+//! - `durable/engine/t{1,8,32}`: `EventStore::open` (fsync always) in a
+//!   fresh temporary directory; each thread appends one event at a time
+//!   (`Any`) to its own aggregate, each `append` returning once durable:
+//!   threads waiting at once share one `fdatasync` (the journaller).
 //! - `single_thread/{engine,hashmap}/a{16,100000}`: one writer on the bench
 //!   thread itself (no spawn) appending at the version it knows (it is the
 //!   only writer, so no reads, no conflicts): engine vs plain `HashMap` push.
@@ -70,7 +74,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-const THREADS: [usize; 4] = [1, 2, 4, 8];
+const THREADS: [usize; 6] = [1, 2, 4, 8, 32, 64];
+/// Thread counts of the durable group.
+const DURABLE_THREADS: [usize; 3] = [1, 8, 32];
 const EVENT_TYPE: &str = "ItemAdded";
 /// ~60 bytes, like the node's seed workload.
 const EVENT_DATA: &str = r#"{"sku":"SKU-004217","quantity":3,"price_cents":1999,"gift":false}"#;
@@ -799,6 +805,59 @@ fn single_thread(c: &mut Criterion) {
     g.finish();
 }
 
+fn durable(c: &mut Criterion) {
+    let mut g = group(c, "durable", 1);
+    let data = data();
+    let events = [NewEvent::new(EVENT_TYPE, &data)];
+    for threads in DURABLE_THREADS {
+        let dir = std::env::temp_dir().join(format!(
+            "eventstore-bench-durable-{}-{threads}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = EventStore::open(&dir, eventstore::FsyncPolicy::Always).expect("open");
+        let names = names(threads);
+        g.bench_function(format!("engine/t{threads}"), |b| {
+            b.iter_custom(|iters| {
+                // fdatasync-bound: a few hundred ops per sample suffice.
+                let ran = iters.max(200);
+                let n = threads as u64;
+                let barrier = &Barrier::new(threads + 1);
+                let (store, names, events) = (&store, &names, &events);
+                let head0 = store.head().0;
+                let elapsed = std::thread::scope(|s| {
+                    let handles: Vec<_> = (0..n)
+                        .map(|t| {
+                            let quota = ran / n + u64::from(t < ran % n);
+                            s.spawn(move || {
+                                barrier.wait();
+                                let start = Instant::now();
+                                for _ in 0..quota {
+                                    store
+                                        .append(&names[t as usize], ExpectedVersion::Any, events)
+                                        .expect("durable append");
+                                }
+                                (start, Instant::now(), 0)
+                            })
+                        })
+                        .collect();
+                    barrier.wait();
+                    let spans: Vec<_> = handles
+                        .into_iter()
+                        .map(|h| h.join().expect("thread panicked"))
+                        .collect();
+                    span(&spans).0
+                });
+                assert_eq!(store.head().0, head0 + ran);
+                scaled(elapsed, iters, ran)
+            })
+        });
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
@@ -806,6 +865,6 @@ criterion_group! {
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_millis(1000))
         .without_plots();
-    targets = append_exact, append_any, append_batch, append_tailing, single_thread
+    targets = append_exact, append_any, append_batch, append_tailing, single_thread, durable
 }
 criterion_main!(benches);

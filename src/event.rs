@@ -6,8 +6,9 @@
 //! allocation (`type ‖ data ‖ metadata`, split by two lengths). No
 //! `serde_json::Value` tree is built: a tree of a 60-byte object costs
 //! several allocations and ~10× the bytes, and raw text round-trips numbers
-//! and key order exactly. Its sequence number is not stored at all: it is the
-//! event's position in the global log.
+//! and key order exactly. Its sequence number, version and `recorded_at` are
+//! not stored per event: they follow from the append (commit) that holds it
+//! (`src/log.rs`), and [`RecordedEvent`] carries them.
 
 use crate::json;
 use crate::store::Aggregate;
@@ -59,22 +60,23 @@ impl<'a> NewEvent<'a> {
     }
 }
 
-/// A stored event. Immutable once appended.
-#[derive(Debug)]
+/// A stored event's own texts and client id. Immutable once appended. Its
+/// position, version, aggregate and `recorded_at` belong to the append that
+/// stored it: read them through [`RecordedEvent`].
+#[derive(Debug, Clone)]
 pub struct Event {
-    recorded_at: Timestamp,
-    id: EventId,
-    aggregate: Arc<Aggregate>,
-    version: Version,
     /// `event_type ‖ event_data ‖ metadata` (metadata empty when absent: a
     /// JSON object is never zero bytes long).
     payload: Box<str>,
     type_len: u32,
     data_len: u32,
+    /// The id the writer gave (or the restored id); `None`: generated from
+    /// the sequence number.
+    id: Option<EventId>,
 }
 
-/// The packed text of an event before it has a position (built outside the
-/// serial section of an append, see `EventStore::prepare`).
+/// The packed text of an event before it has a position (built before an
+/// append takes any shared step, see `EventStore::prepare`).
 #[derive(Debug)]
 pub struct Payload {
     pub(crate) text: Box<str>,
@@ -117,47 +119,18 @@ impl Payload {
 }
 
 impl Event {
-    pub(crate) fn new(
-        payload: Payload,
-        id: EventId,
-        aggregate: Arc<Aggregate>,
-        version: Version,
-        recorded_at: Timestamp,
-    ) -> Event {
+    pub(crate) fn new(payload: Payload) -> Event {
         Event {
-            recorded_at,
-            id,
-            aggregate,
-            version,
             payload: payload.text,
             type_len: payload.type_len,
             data_len: payload.data_len,
+            id: payload.id,
         }
     }
 
-    /// The event's id.
-    pub fn id(&self) -> EventId {
+    /// The id given with the event (`None`: generated).
+    pub(crate) fn given_id(&self) -> Option<EventId> {
         self.id
-    }
-
-    /// The aggregate the event belongs to.
-    pub fn aggregate_id(&self) -> &str {
-        self.aggregate.name()
-    }
-
-    pub(crate) fn aggregate(&self) -> &Arc<Aggregate> {
-        &self.aggregate
-    }
-
-    /// The aggregate's version after this event (1 for its first event).
-    pub fn version(&self) -> Version {
-        self.version
-    }
-
-    /// When the event was appended. Never earlier than the event before it
-    /// in sequence order.
-    pub fn recorded_at(&self) -> Timestamp {
-        self.recorded_at
     }
 
     /// The event type.
@@ -171,11 +144,11 @@ impl Event {
         &self.payload[start..start + self.data_len as usize]
     }
 
-    /// Whether `payload` holds exactly this event's type, data and metadata.
-    pub(crate) fn same_text(&self, payload: &Payload) -> bool {
-        *self.payload == *payload.text
-            && self.type_len == payload.type_len
-            && self.data_len == payload.data_len
+    /// Whether `other` holds exactly this event's type, data and metadata.
+    pub(crate) fn same_text(&self, other: &Event) -> bool {
+        self.payload == other.payload
+            && self.type_len == other.type_len
+            && self.data_len == other.data_len
     }
 
     /// The metadata JSON object text, if the writer gave one.
@@ -184,14 +157,84 @@ impl Event {
         let meta = &self.payload[start..];
         (!meta.is_empty()).then_some(meta)
     }
+}
 
-    /// Appends the protocol's JSON form of this event (at position `seq`):
+/// An event together with its position in the global log and what its
+/// append gave it.
+#[derive(Clone, Copy, Debug)]
+pub struct RecordedEvent<'a> {
+    /// The event's position in the global log.
+    pub sequence_number: SequenceNumber,
+    event: &'a Event,
+    id: EventId,
+    version: Version,
+    recorded_at: Timestamp,
+    aggregate: &'a Arc<Aggregate>,
+}
+
+impl std::ops::Deref for RecordedEvent<'_> {
+    type Target = Event;
+    fn deref(&self) -> &Event {
+        self.event
+    }
+}
+
+impl<'a> RecordedEvent<'a> {
+    pub(crate) fn new(
+        sequence_number: SequenceNumber,
+        event: &'a Event,
+        id: EventId,
+        version: Version,
+        recorded_at: Timestamp,
+        aggregate: &'a Arc<Aggregate>,
+    ) -> RecordedEvent<'a> {
+        RecordedEvent {
+            sequence_number,
+            event,
+            id,
+            version,
+            recorded_at,
+            aggregate,
+        }
+    }
+
+    /// The stored texts.
+    pub fn event(&self) -> &'a Event {
+        self.event
+    }
+
+    /// The event's id.
+    pub fn id(&self) -> EventId {
+        self.id
+    }
+
+    /// The aggregate the event belongs to.
+    pub fn aggregate_id(&self) -> &'a str {
+        self.aggregate.name()
+    }
+
+    pub(crate) fn aggregate(&self) -> &'a Arc<Aggregate> {
+        self.aggregate
+    }
+
+    /// The aggregate's version after this event (1 for its first event).
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// When the event was appended. Never earlier than the event before it
+    /// in sequence order.
+    pub fn recorded_at(&self) -> Timestamp {
+        self.recorded_at
+    }
+
+    /// Appends the protocol's JSON form of this event:
     /// `{"sequence_number","event_id","aggregate_id","version","event_type",
     /// "event_data","metadata"?,"recorded_at"}`.
-    pub fn write_json(&self, seq: SequenceNumber, out: &mut Vec<u8>) {
+    pub fn write_json(&self, out: &mut Vec<u8>) {
         out.push(b'{');
         json::write_key(out, "sequence_number");
-        json::write_u64(out, seq.0);
+        json::write_u64(out, self.sequence_number.0);
         out.extend_from_slice(b",\"event_id\":\"");
         self.id.write_to(out);
         out.extend_from_slice(b"\",");
@@ -217,38 +260,15 @@ impl Event {
     }
 }
 
-/// An event together with its position in the global log.
-#[derive(Clone, Copy, Debug)]
-pub struct RecordedEvent<'a> {
-    /// The event's position in the global log.
-    pub sequence_number: SequenceNumber,
-    /// The event.
-    pub event: &'a Event,
-}
-
-impl std::ops::Deref for RecordedEvent<'_> {
-    type Target = Event;
-    fn deref(&self) -> &Event {
-        self.event
-    }
-}
-
-impl RecordedEvent<'_> {
-    /// Appends the protocol's JSON form of this event.
-    pub fn write_json(&self, out: &mut Vec<u8>) {
-        self.event.write_json(self.sequence_number, out);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn stored_event_stays_compact() {
-        // Every event costs one log slot of this size plus its packed text;
-        // growing it costs ~1 MB per 100k events (see README, memory).
-        assert!(std::mem::size_of::<std::sync::OnceLock<Event>>() <= 72);
+        // Every event costs this in its commit, 8 bytes of index and its
+        // packed text; growing it costs ~1 MB per 100k events.
+        assert!(std::mem::size_of::<Event>() <= 48);
     }
 
     #[test]

@@ -16,12 +16,14 @@
 //! json.rs       allocation-free JSON writing helpers
 //! hash.rs       a fast keyed hasher for the maps
 //! swar.rs       word-at-a-time byte search (newlines, JSON string ends)
-//! event.rs      NewEvent (input) and Event (stored, raw JSON text packed)
+//! event.rs      NewEvent (input), Event (stored texts), RecordedEvent (with its position)
 //! fold.rs       the state fold (shallow merge) on raw JSON text
 //! filter.rs     filters (category, aggregate, event types); filtered log pages
-//! log.rs        the global log: fixed chunks of OnceLock slots, lock-free reads
-//!   tail.rs       the serial section (barging mutex) and the published head (loom-checked)
-//! store.rs      EventStore: aggregates in a DashMap, append, reads
+//! log.rs        the global log: commit nodes in an arena, seq → node index
+//!   chunks.rs     append-only chunked array (never moves, never frees)
+//!   link.rs       the lock-free protocol: reserve (CAS), link (helping), head (loom-checked)
+//! store.rs      EventStore: append (no lock, no waiting), client id claims, reads
+//!   aggregate.rs  the aggregate entry: last-commit atomic, snapshot slot, state cache
 //!   recent.rs     per-thread memo of the last aggregate looked up (spares the shard lock)
 //! notify.rs     event count: subscribers wait for the log without the log waiting
 //! subscription.rs  library subscriptions: catch-up, then live, filtered
@@ -32,7 +34,8 @@
 //!   crc32c.rs     the record checksum
 //!   record.rs     frame and record format
 //!   wal.rs        pending buffer, segments, fdatasync, the directory lock
-//!   mod.rs        feeding the log from appends; recovery on open
+//!   journal.rs    the journaller: one thread writes the log to the WAL in sequence order
+//!   mod.rs        opening a store; recovery on open
 //! protocol/     the sans-IO core: decode a line, apply it, encode the reply
 //!   scan.rs       validating zero-copy JSON scanner (the decode fast path)
 //!   request.rs    line → Request (borrowed, every field checked)

@@ -1,211 +1,196 @@
-//! The global log: every event in sequence-number order, readable without
-//! locks, appended through one short serial section that publishes an
-//! `AtomicU64` head.
+//! The global log: commit nodes in an append-only arena, linked and
+//! sequenced by the lock-free protocol of `link.rs`, and an index from
+//! sequence number to node for O(1) reads.
 //!
 //! # Layout
 //!
-//! Slots live in fixed chunks of 16 Ki slots (~1.2 MB), found through a
-//! two-level directory of `OnceLock`ed pointers (4 Ki tables of 4 Ki
-//! chunks: room for 2³⁸ events). Chunks never move and are never freed while
-//! the log lives, so a reader gets a plain `&Event` tied to the log's
-//! lifetime: no reference counts, no lock, no copy. Each slot is a
-//! `OnceLock<Event>`: written once, by the one writer holding that sequence
-//! number's turn. Fixed-size chunks keep memory within one chunk of what
-//! is used and make every chunk allocation equally cheap (a doubling layout
-//! was measured allocating ~75 MB at once around a million events, stalling
-//! every writer behind the serial section for ~100 ms).
+//! - `nodes`: the arena ([`Chunks`] of `OnceLock<Commit>`). A node id is
+//!   taken with one `fetch_add` and its cell is set once, by the appending
+//!   thread alone, before the id is published anywhere, so no one ever
+//!   waits on that cell (`OnceLock::get` never waits). Node 1 is the
+//!   sentinel that starts the chain.
+//! - `index`: sequence number → node id (`AtomicU64`s, 8 bytes per
+//!   event), written by whoever sequences the node before it is done.
+//! - `chain`: the global log's tail ([`link::Chain`]).
 //!
-//! # Appending: enter the section, write, publish
+//! A commit holds its events' texts, built before the append takes any
+//! shared step; the sequence-dependent parts of an event (sequence number,
+//! generated id, version, `recorded_at`) are derived from the node's header
+//! when read ([`crate::event::RecordedEvent`]). Nothing is freed while the
+//! log lives: a reader gets plain references tied to the log's lifetime,
+//! and ids are never reused (no ABA).
 //!
-//! 1. The writer enters the serial section ([`tail::Tail::enter`], a
-//!    barging mutex: see `tail.rs` for why not a ticket queue). Its first
-//!    sequence number is `published + 1`.
-//! 2. It stamps `recorded_at = max(now, previous event's recorded_at)`, so
-//!    timestamps never go backwards in sequence order even when the wall
-//!    clock does or when two writers read it in the other order, then writes
-//!    its slots.
-//! 3. `published.store(last, Release)` makes them visible, and it leaves the
-//!    section.
-//!
-//! Readers load `published` with `Acquire` and read only slots at or below
-//! it. Hence the invariant the SQL-backed stores broke (a reader sees event
-//! N+1 while N is still invisible, skips N for ever): here a reader always
-//! sees a contiguous prefix, and an append that has returned is visible to
-//! every later reader (linearizable).
-//!
-//! A rejected append never enters the section, so it takes no sequence
-//! number (dense). The callers hold the aggregate's lock across all three
-//! steps, so along one aggregate sequence numbers rise with versions.
-//!
-//! Nothing inside the section may panic: it would unlock without
-//! publishing, and the next writer would find the slots taken. The only
-//! operations there are a chunk lookup (which may allocate; allocation
-//! failure aborts, it does not unwind), `OnceLock::set` on a slot nobody
-//! else can reach, the caller's `build` and `persist` (which must not
-//! panic either), and arithmetic.
-//!
-//! The section and the readers' side are [`tail::Tail`], model-checked by
-//! loom in `tests/loom_tail.rs` (`scripts/loom.sh`).
+//! The nodes of refused appends that had already made their node (a lost
+//! race on the aggregate, or client ids claimed first) stay in the arena,
+//! unlinked, until the store is dropped.
 
-mod tail;
+mod chunks;
+pub(crate) mod link;
 
 use crate::event::Event;
-use crate::time::Timestamp;
-use crate::types::SequenceNumber;
-use std::sync::OnceLock;
-use tail::Tail;
+use crate::store::Aggregate;
+pub(crate) use chunks::CAPACITY;
+use chunks::Chunks;
+use crossbeam::utils::CachePadded;
+use link::{Chain, Graph, Link, Step};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
-/// log2 of the slots in a chunk.
-const CHUNK_BITS: u32 = 14;
-/// log2 of the chunks in a table.
-const TABLE_BITS: u32 = 12;
-/// Tables in the directory.
-const TABLES: usize = 1 << 12;
-const CHUNK_LEN: usize = 1 << CHUNK_BITS;
-const TABLE_LEN: usize = 1 << TABLE_BITS;
-/// Most events a log holds: 2³⁸ (≈ 2.7 × 10¹¹).
-pub(crate) const CAPACITY: u64 = (TABLES as u64) << (TABLE_BITS + CHUNK_BITS);
+/// One append: its header for the protocol, its aggregate, its events.
+pub(crate) struct Commit {
+    pub(crate) link: Link,
+    pub(crate) aggregate: Arc<Aggregate>,
+    pub(crate) events: Events,
+}
 
-type Chunk = Box<[OnceLock<Event>]>;
-type Table = Box<[OnceLock<Chunk>]>;
+/// A commit's events: one inline (most appends: no second allocation), or
+/// a boxed batch.
+#[derive(Clone)]
+pub(crate) enum Events {
+    One(Event),
+    Many(Box<[Event]>),
+}
 
-/// The append-only global log. See the module docs.
+impl std::ops::Deref for Events {
+    type Target = [Event];
+    fn deref(&self) -> &[Event] {
+        match self {
+            Events::One(e) => std::slice::from_ref(e),
+            Events::Many(v) => v,
+        }
+    }
+}
+
+impl FromIterator<Event> for Events {
+    fn from_iter<I: IntoIterator<Item = Event>>(iter: I) -> Events {
+        let mut v: Vec<Event> = iter.into_iter().collect();
+        match v.len() {
+            1 => match v.pop() {
+                Some(e) => Events::One(e),
+                None => unreachable!("a vector of length 1 pops an element"),
+            },
+            _ => Events::Many(v.into_boxed_slice()),
+        }
+    }
+}
+
+impl Commit {
+    /// First sequence number (the node must be done).
+    pub(crate) fn first_seq(&self) -> u64 {
+        match self.link.done_end() {
+            Some(end) => end - self.link.count,
+            None => panic!("sequence number of a commit not yet sequenced"),
+        }
+    }
+}
+
+/// The global log. See the module docs.
 pub(crate) struct Log {
-    tables: Box<[OnceLock<Table>]>,
-    /// The serial section and publication: which slots are visible.
-    tail: Tail,
+    nodes: Chunks<OnceLock<Commit>>,
+    next_id: CachePadded<AtomicU64>,
+    index: Chunks<AtomicU64>,
+    chain: Chain,
+    /// Test hook (see [`crate::store::pause`]).
+    pub(crate) pause: Option<fn(Step)>,
 }
 
-/// Table, chunk and offset of a sequence number (which must be ≥ 1).
-fn locate(seq: u64) -> (usize, usize, usize) {
-    let i = seq - 1;
-    let offset = (i as usize) & (CHUNK_LEN - 1);
-    let chunk = (i >> CHUNK_BITS) as usize;
-    (chunk >> TABLE_BITS, chunk & (TABLE_LEN - 1), offset)
-}
-
-fn new_chunk() -> Chunk {
-    (0..CHUNK_LEN).map(|_| OnceLock::new()).collect()
-}
-
-fn new_table() -> Table {
-    (0..TABLE_LEN).map(|_| OnceLock::new()).collect()
-}
+const SENTINEL: u64 = 1;
 
 impl Log {
-    pub(crate) fn new() -> Log {
-        Log {
-            tables: (0..TABLES).map(|_| OnceLock::new()).collect(),
-            tail: Tail::new(),
+    pub(crate) fn new(nobody: Arc<Aggregate>) -> Log {
+        let log = Log {
+            nodes: Chunks::new(),
+            next_id: CachePadded::new(AtomicU64::new(SENTINEL)),
+            index: Chunks::new(),
+            chain: Chain::new(SENTINEL),
+            pause: None,
+        };
+        let id = log.add(Commit {
+            link: Link::sentinel(),
+            aggregate: nobody,
+            events: Events::Many(Box::new([])),
+        });
+        assert_eq!(id, SENTINEL);
+        log
+    }
+
+    /// Stores a node and returns its id (not yet published anywhere).
+    pub(crate) fn add(&self, commit: Commit) -> u64 {
+        // Relaxed: only uniqueness matters; the node's contents are
+        // published by the `OnceLock` (Release) and, to other threads, by
+        // the protocol's Release operations that carry the id.
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let Some(cell) = self.nodes.get_or_alloc(id) else {
+            panic!("commit arena full ({id} nodes)");
+        };
+        assert!(cell.set(commit).is_ok(), "node {id} stored twice");
+        self.nodes.allocate_ahead(id);
+        id
+    }
+
+    /// The node `id` (which must exist).
+    pub(crate) fn commit(&self, id: u64) -> &Commit {
+        match self.nodes.get(id).and_then(OnceLock::get) {
+            Some(c) => c,
+            None => panic!("node {id} used before it was stored"),
         }
+    }
+
+    pub(crate) fn chain(&self) -> &Chain {
+        &self.chain
     }
 
     /// Highest visible sequence number (0 when the log is empty).
-    pub(crate) fn head(&self) -> SequenceNumber {
-        // Acquire (in `head`): pairs with the Release in `publish`, so every
-        // slot at or below the value read is fully written and visible here.
-        SequenceNumber(self.tail.head())
+    pub(crate) fn head(&self) -> u64 {
+        link::head(self, &self.chain)
     }
 
-    /// The event at `seq`, if it is visible.
-    pub(crate) fn event(&self, seq: SequenceNumber) -> Option<&Event> {
-        if seq.0 == 0 || seq > self.head() {
+    /// The commit holding `seq` and the event's index in it, for `seq` at
+    /// or below a head this thread has read ([`Log::head`]).
+    pub(crate) fn locate(&self, seq: u64) -> Option<(&Commit, usize)> {
+        if seq == 0 {
             return None;
         }
-        let event = self.slot(seq.0).and_then(OnceLock::get);
-        // Read side of the publication invariant: at or below `published`,
-        // every slot is written.
-        debug_assert!(event.is_some(), "published slot {seq} is empty");
-        event
-    }
-
-    /// A slot written by the current section holder but maybe not yet
-    /// published (for `persist` callbacks only).
-    pub(crate) fn written(&self, seq: SequenceNumber) -> Option<&Event> {
-        self.slot(seq.0).and_then(OnceLock::get)
-    }
-
-    /// The slot of `seq`, if its chunk exists.
-    fn slot(&self, seq: u64) -> Option<&OnceLock<Event>> {
-        let (table, chunk, offset) = locate(seq);
-        let chunk = self.tables.get(table)?.get()?[chunk].get()?;
-        Some(&chunk[offset])
-    }
-
-    /// The slot of `seq`, allocating its table and chunk if needed. `None`
-    /// only beyond [`CAPACITY`], which `append` checks first.
-    fn slot_or_init(&self, seq: u64) -> Option<&OnceLock<Event>> {
-        let (table, chunk, offset) = locate(seq);
-        let table = self.tables.get(table)?.get_or_init(new_table);
-        Some(&table[chunk].get_or_init(new_chunk)[offset])
-    }
-
-    /// Appends `items.len()` events with consecutive sequence numbers and
-    /// returns the first, or `None` (appending nothing) if they would not
-    /// fit within [`CAPACITY`]: checked inside the serial section, where the
-    /// next sequence number is known exactly, so that no append pays for a
-    /// load of the contended head beforehand. `build` turns each prepared
-    /// item into its event
-    /// given its sequence number and timestamp; it must not panic.
-    ///
-    /// `now` is the caller's reading of the clock (taken before the section,
-    /// to keep the clock read out of the serial section); the event gets
-    /// `max(now, previous recorded_at)`.
-    ///
-    /// `persist` runs after the slots are written and before they are
-    /// published, still in sequence order: durable stores serialise their
-    /// log record there, so records reach the file in sequence order.
-    pub(crate) fn append<T, I, F, P>(
-        &self,
-        items: I,
-        now: Timestamp,
-        mut build: F,
-        persist: P,
-    ) -> Option<SequenceNumber>
-    where
-        I: ExactSizeIterator<Item = T>,
-        F: FnMut(SequenceNumber, Timestamp, T) -> Event,
-        P: FnOnce(SequenceNumber, &Log),
-    {
-        let n = items.len() as u64;
-        debug_assert!(n > 0, "empty append reached the log");
-        // Step 1: the section; everything before `first` is published.
-        let turn = self.tail.enter();
-        let first = turn.first();
-        if first + n - 1 > CAPACITY {
-            // Nothing written: leaving the section without publishing is
-            // safe here (see `Turn`).
+        // Relaxed: written before the node's `end` Release, which the
+        // caller's `head` acquired (see `link.rs`).
+        let id = self.index.get(seq - 1)?.load(Ordering::Relaxed);
+        if id == link::NONE {
             return None;
         }
-        let recorded_at = Timestamp(now.0.max(turn.previous_recorded()));
+        let commit = self.commit(id);
+        let first = commit.first_seq();
+        assert!(
+            (first..first + commit.link.count).contains(&seq),
+            "index entry {seq} names node {id}, which holds {first}.."
+        );
+        Some((commit, (seq - first) as usize))
+    }
+}
 
-        let mut seq = first;
-        for item in items {
-            let event = build(SequenceNumber(seq), recorded_at, item);
-            let stored = self.slot_or_init(seq).map(|slot| slot.set(event));
-            // Write side of the publication invariant: each slot is written
-            // exactly once, in sequence order (and exists: checked above).
-            debug_assert!(
-                matches!(stored, Some(Ok(()))),
-                "slot {seq} missing or written twice"
-            );
-            seq += 1;
-        }
-        debug_assert_eq!(seq, first + n, "iterator length lied");
-        let last = seq - 1;
-        persist(SequenceNumber(first), self);
-        // Step 3. Release (in `publish`): makes the slot writes above (and
-        // recorded_at) visible to whoever Acquire-loads `published`.
-        turn.publish(last, recorded_at.0);
+impl Graph for Log {
+    fn link(&self, id: u64) -> &Link {
+        &self.commit(id).link
+    }
 
-        // Outside the serial section now: if this append reached the last
-        // quarter of its chunk, allocate the next one, so that writers
-        // rarely allocate while others wait for the section.
-        let (_, _, offset) = locate(last);
-        if offset >= CHUNK_LEN / 4 * 3 {
-            let _ = self.slot_or_init(last + (CHUNK_LEN - offset) as u64);
+    fn publish(&self, id: u64, first: u64, count: u64) {
+        for seq in first..first + count {
+            let Some(entry) = self.index.get_or_alloc(seq - 1) else {
+                // Appends check the capacity first (`EventStore::append`).
+                panic!("sequence number {seq} beyond the log's capacity");
+            };
+            // Relaxed: published by the node's `end` (see `link.rs`); every
+            // helper stores the same id.
+            entry.store(id, Ordering::Relaxed);
         }
-        Some(SequenceNumber(first))
+        self.index.allocate_ahead(first + count - 1);
+    }
+
+    fn pause(&self, step: Step) -> bool {
+        // The store's hook may block the thread, never abandon the step.
+        if let Some(hook) = self.pause {
+            hook(step);
+        }
+        false
     }
 }
 
@@ -214,31 +199,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn locate_maps_sequence_numbers_onto_consecutive_slots() {
-        assert_eq!(locate(1), (0, 0, 0));
-        assert_eq!(locate(CHUNK_LEN as u64), (0, 0, CHUNK_LEN - 1));
-        assert_eq!(locate(CHUNK_LEN as u64 + 1), (0, 1, 0));
-        assert_eq!(locate((CHUNK_LEN * TABLE_LEN) as u64 + 1), (1, 0, 0));
-        assert_eq!(locate(CAPACITY), (TABLES - 1, TABLE_LEN - 1, CHUNK_LEN - 1));
-        let mut prev = locate(1);
-        for seq in 2..200_000u64 {
-            let cur = locate(seq);
-            if cur.1 == prev.1 {
-                assert_eq!((cur.0, cur.2), (prev.0, prev.2 + 1));
-            } else {
-                assert_eq!((cur.1, cur.2, prev.2), (prev.1 + 1, 0, CHUNK_LEN - 1));
-            }
-            prev = cur;
-        }
-    }
-
-    #[test]
-    fn slots_exist_only_once_allocated_and_never_beyond_capacity() {
-        let log = Log::new();
-        assert!(log.slot(1).is_none());
-        assert!(log.slot_or_init(1).is_some());
-        assert!(log.slot(CHUNK_LEN as u64).is_some());
-        assert!(log.slot(CHUNK_LEN as u64 + 1).is_none());
-        assert!(log.slot_or_init(CAPACITY + 1).is_none());
+    fn a_one_event_commit_stays_compact() {
+        // Per one-event append: this arena cell (the event inline), 8 bytes
+        // of index and the event's packed text.
+        let cell = std::mem::size_of::<OnceLock<Commit>>();
+        assert!(cell <= 136, "{cell} bytes");
     }
 }

@@ -2,10 +2,11 @@
 //!
 //! # Plans: capture cheaply, fold later
 //!
-//! Each folding read is split in two. The *plan* is taken under the
-//! aggregate's lock and is O(1): the aggregate, its version and its snapshot
-//! at that instant. *Executing* the plan folds the events, with no lock held
-//! except a brief one to copy sequence numbers. Because events are immutable
+//! Each folding read is split in two. The *plan* is O(1): the aggregate,
+//! its visible version and its snapshot at that instant (no lock an append
+//! takes: the version is one atomic load, the snapshot slot has its own
+//! mutex that appends never touch). *Executing* the plan folds the events,
+//! with no lock held. Because events are immutable
 //! and an aggregate's first `v` events never change, executing a plan later
 //! gives exactly the state as of the instant it was taken. The node takes
 //! plans in its serial apply step and executes them on its parallel workers.
@@ -109,7 +110,8 @@ impl FoldPlan {
         let seqs = store.stream_slice(aggregate, Version(self.start.0 + 1), self.end);
         let mut folded = 0;
         for seq in seqs {
-            let Some(event) = store.log.event(seq) else {
+            // Visible when the plan was taken: `recorded` may be used.
+            let Some(event) = store.recorded(seq) else {
                 panic!("event {seq} of aggregate {} is missing", aggregate.name());
             };
             if self.until.is_some_and(|t| event.recorded_at() > t) {
@@ -117,7 +119,7 @@ impl FoldPlan {
                 // rise along the aggregate: no later event can qualify.
                 break;
             }
-            fold.apply(event.data());
+            fold.apply(event.event().data());
             folded += 1;
         }
         fold.write(out);
@@ -144,7 +146,7 @@ fn last_version_at(
     let recorded = |v: u64| {
         let event = store
             .seq_at(aggregate, Version(v))
-            .and_then(|seq| store.log.event(seq));
+            .and_then(|seq| store.recorded(seq));
         let Some(event) = event else {
             panic!("version {v} of aggregate {} is missing", aggregate.name());
         };
@@ -185,12 +187,12 @@ fn fold_from_empty(store: &EventStore, aggregate: &Aggregate, end: Version) -> A
     );
     let mut since_checkpoint = 0;
     for (version, seq) in (from + 1..).zip(seqs) {
-        let Some(event) = store.log.event(seq) else {
+        let Some(event) = store.recorded(seq) else {
             panic!("event {seq} of aggregate {} is missing", aggregate.name());
         };
-        fold.apply(event.data());
-        covered += event.data().len();
-        since_checkpoint += event.data().len();
+        fold.apply(event.event().data());
+        covered += event.event().data().len();
+        since_checkpoint += event.event().data().len();
         if version % CHECKPOINT_EVERY == 0 {
             let text = fold.to_json();
             if worth_keeping(text.len(), since_checkpoint) {
@@ -272,24 +274,26 @@ impl EventStore {
             Some(raw) => SnapshotState::Given(raw.get().into()),
             None => SnapshotState::Folded(OnceLock::new()),
         };
-        let mut stream = aggregate.stream.lock();
-        let current = stream.version();
+        // The snapshot slot's own lock, which no append takes: held across
+        // the version check so that two snapshots of one aggregate are
+        // stored (and journalled) in the order of their versions.
+        let mut slot = aggregate.snapshot.lock();
+        let current = self.version_of(self.visible(&aggregate));
         if let Some(v) = expected.filter(|&v| v != current) {
             return Err(ConcurrencyError {
                 expected: v,
                 current,
             });
         }
-        if let Some(wal) = &self.wal {
-            // Under the aggregate's lock: the record follows every event of
-            // the aggregate it covers.
+        if let Some(journal) = &self.journal {
+            // Written after every event it covers (all visible now).
             let given = match &state {
                 SnapshotState::Given(text) => Some(&**text),
                 SnapshotState::Folded(_) => None,
             };
-            crate::storage::persist_snapshot(wal, aggregate_id, current, given);
+            journal.snapshot(self.head(), aggregate_id, current, given);
         }
-        stream.snapshot = Some(Arc::new(SnapshotRecord {
+        *slot = Some(Arc::new(SnapshotRecord {
             version: current,
             state,
         }));
@@ -308,7 +312,7 @@ impl EventStore {
             Some(raw) => SnapshotState::Given(raw.get().into()),
             None => SnapshotState::Folded(OnceLock::new()),
         };
-        aggregate.stream.lock().snapshot = Some(Arc::new(SnapshotRecord { version, state }));
+        *aggregate.snapshot.lock() = Some(Arc::new(SnapshotRecord { version, state }));
     }
 
     /// The aggregate's latest snapshot, if any.
@@ -320,13 +324,13 @@ impl EventStore {
         })
     }
 
-    /// The aggregate and its latest snapshot record (taken under its lock).
+    /// The aggregate and its latest snapshot record.
     pub(crate) fn snapshot_record(
         &self,
         aggregate_id: &str,
     ) -> Option<(Arc<Aggregate>, Arc<SnapshotRecord>)> {
         let aggregate = self.find(aggregate_id)?;
-        let record = aggregate.stream.lock().snapshot.clone()?;
+        let record = aggregate.snapshot.lock().clone()?;
         Some((aggregate, record))
     }
 
@@ -355,15 +359,14 @@ impl EventStore {
         let Some(aggregate) = self.find(aggregate_id) else {
             return FoldPlan::default();
         };
-        let (end, snapshot) = {
-            let stream = aggregate.stream.lock();
-            let snapshot = if use_snapshot {
-                stream.snapshot.clone()
-            } else {
-                None
-            };
-            (stream.version(), snapshot)
+        // Snapshot first: its version is then at most the version read
+        // after it (versions only grow).
+        let snapshot = if use_snapshot {
+            aggregate.snapshot.lock().clone()
+        } else {
+            None
         };
+        let end = self.version_of(self.visible(&aggregate));
         FoldPlan {
             start: snapshot.as_ref().map_or(Version::INITIAL, |s| s.version),
             aggregate: Some(aggregate),
@@ -394,7 +397,7 @@ impl EventStore {
     /// Sequence numbers of an aggregate's events (for tests and tools).
     pub fn stream_sequence_numbers(&self, aggregate_id: &str) -> Vec<SequenceNumber> {
         self.find(aggregate_id)
-            .map(|a| a.stream.lock().seqs.clone())
+            .map(|a| self.stream_slice(&a, Version(1), Version(u64::MAX)))
             .unwrap_or_default()
     }
 }

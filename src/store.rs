@@ -1,32 +1,55 @@
-//! The engine: a thread-safe event store.
+//! The engine: a thread-safe event store whose appends take no lock and
+//! never wait for another thread.
 //!
 //! # Shape
 //!
 //! - `aggregates`: a sharded `DashMap` from aggregate id to an
-//!   [`Aggregate`], whose `parking_lot::Mutex` guards the aggregate's list
-//!   of sequence numbers (its version is that list's length) and snapshot.
-//!   A shard lock is held only to find or insert an entry, never across an
-//!   append, so appends to different aggregates of one shard do not wait on
-//!   each other.
-//! - `log`: the global log (`src/log.rs`): a short serial section hands
-//!   out sequence numbers and publishes them through one `AtomicU64`;
-//!   readers see a contiguous prefix without locks.
-//! - `client_ids`: the index of client-given event ids. Generated ids need
-//!   no index ([`crate::ids`]).
+//!   [`Aggregate`] entry (`store/aggregate.rs`). A shard lock is held only
+//!   to find or insert an entry, never across an append; a thread's
+//!   repeated lookups of one aggregate skip the map (`store/recent.rs`).
+//! - `log`: the global log (`src/log.rs`): one commit node per append,
+//!   reserved on the aggregate by CAS and linked and sequenced by the
+//!   lock-free protocol of `src/log/link.rs`, which holds the correctness
+//!   argument and every atomic ordering.
+//! - `client_ids`: claims on client-given event ids: id → the node that
+//!   claimed it. Generated ids need no index ([`crate::ids`]).
+//! - `journal`: on a durable store, the thread that writes the log to disk
+//!   in sequence order (`storage/journal.rs`).
 //!
-//! # Why the version advances under the aggregate's lock, not by CAS alone
+//! # An append
 //!
-//! A version CAS followed by a separate `fetch_add` for the sequence number
-//! can invert them: writer A wins v1, B wins v2 and takes its sequence number
-//! first, so along the aggregate sequence numbers would fall as versions
-//! rise. Entering the log's serial section while holding the aggregate's lock
-//! makes "check version, take sequence numbers, publish, advance version" one
-//! step per aggregate. The lock is uncontended unless writers share an
-//! aggregate, and then they conflict anyway: with a CAS loser retrying, the
-//! lock is the same serialisation with parking instead of spinning (see the
-//! benches).
+//! 1. Fields checked and texts packed ([`EventStore::prepare`]), the clock
+//!    read: nothing shared touched.
+//! 2. Client ids, if any, are claimed (below).
+//! 3. `link::reserve`: the aggregate's last commit is finished if needed,
+//!    the expected version checked against it (a mismatch fails at once,
+//!    taking no sequence number), and the aggregate's `last` CAS'd to the
+//!    new node.
+//! 4. `link::link`: the node is linked after the global tail and sequenced
+//!    (first sequence number = predecessor's end, `recorded_at` =
+//!    max(clock, predecessor's)). Every step of 3–4 that an append needs
+//!    from another, it does itself.
 //!
-//! # Invariants (each checked by tests in `tests/engine_*.rs`)
+//! # Client ids: claims
+//!
+//! Claiming an id is an insert-if-absent in `client_ids` (the shard lock
+//! is held for that insert only). An existing claim is resolved by its
+//! node's state: a *done* node stored the id (a retry of that batch, or a
+//! conflict); a `FAILED` node's claim counts for nothing and is taken over;
+//! a `PENDING` node is either its aggregate's `last` already (then it has
+//! all its claims and anyone may confirm it, see `link.rs`) or is killed
+//! (`link::kill`), and its owner starts over. A refused append withdraws
+//! its claims; a claim of a node that is not done is never reported as
+//! stored. So two threads retrying one batch at once end with one append
+//! and one `duplicate: true`, in any interleaving.
+//!
+//! Killing makes the id path obstruction-free rather than lock-free: two
+//! appends that keep claiming the same ids in opposite order could in
+//! principle kill each other for ever (each kill needs the other to be in
+//! the short window between its claims and its reservation).
+//!
+//! # Invariants (each checked by tests in `tests/engine_*.rs`, the loom
+//! models in `tests/loom_link.rs` and `tests/engine_pause.rs`)
 //!
 //! 1. Sequence numbers are dense and unique; a rejected append takes none.
 //! 2. Along one aggregate, sequence numbers rise with versions.
@@ -34,65 +57,37 @@
 //!    returned is visible to every read that starts after it.
 //! 4. Nothing acknowledged is lost; a concurrency error means the aggregate
 //!    really was at another version when the append was checked.
-//!
-//! # Lock order
-//!
-//! `id_gate` → aggregate lock → (DashMap shard, briefly). A snapshot's lazy
-//! fold takes the aggregate lock and is never computed while holding it.
+//! 5. `recorded_at` never falls along the global log.
 
 use crate::error::{AppendError, ConcurrencyError, IdConflict, InvalidAppend};
 use crate::event::{Event, NewEvent, Payload, RecordedEvent};
 use crate::hash::KeyedState;
 use crate::ids::IdScheme;
-use crate::log::Log;
+use crate::log::link::{self, Link, Refused};
+use crate::log::{CAPACITY, Commit, Events, Log};
 use crate::notify::EventCount;
-use crate::snapshot::SnapshotRecord;
-use crate::state_cache::StateCache;
-use crate::storage::Wal;
+use crate::storage::journal::Journal;
 use crate::time::Timestamp;
 use crate::types::{EventId, ExpectedVersion, SequenceNumber, Version};
 use dashmap::DashMap;
-use parking_lot::{Mutex, MutexGuard};
+use dashmap::mapref::entry::Entry;
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
+mod aggregate;
 mod recent;
+mod versions;
+
+pub use aggregate::Aggregate;
 
 /// Largest event type, data or metadata text the store accepts, in bytes
 /// (the packed payload stores lengths as `u32`).
 pub const MAX_EVENT_PART_BYTES: usize = u32::MAX as usize;
 
-/// One aggregate (stream). Shared by the map and by each of its events.
-#[derive(Debug)]
-pub struct Aggregate {
-    name: Arc<str>,
-    pub(crate) stream: Mutex<Stream>,
-    /// Folded states kept for reads (`state_cache.rs`); appends never touch it.
-    pub(crate) states: StateCache,
-}
-
-/// What an aggregate's lock guards.
-#[derive(Debug, Default)]
-pub(crate) struct Stream {
-    /// Sequence number of each event, by version - 1. Its length is the
-    /// aggregate's version.
-    pub(crate) seqs: Vec<SequenceNumber>,
-    /// The latest snapshot.
-    pub(crate) snapshot: Option<Arc<SnapshotRecord>>,
-}
-
-impl Aggregate {
-    /// The aggregate's id.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-}
-
-impl Stream {
-    pub(crate) fn version(&self) -> Version {
-        Version(self.seqs.len() as u64)
-    }
-}
+/// The steps of an append a test hook can stop at ([`EventStore::with_pause_hook`]).
+#[doc(hidden)]
+pub use crate::log::link::Step as PauseStep;
 
 /// Where the events of a successful append are.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -187,16 +182,13 @@ impl Appended {
 /// assert_eq!(store.head().get(), 1);
 /// ```
 pub struct EventStore {
-    pub(crate) log: Log,
+    pub(crate) log: Arc<Log>,
     aggregates: DashMap<Arc<str>, Arc<Aggregate>, KeyedState>,
-    client_ids: DashMap<EventId, SequenceNumber, KeyedState>,
-    /// Serialises appends that carry client-given ids, so that "is this id
-    /// stored?" and "store it" are one step. Appends with only generated ids
-    /// never take it (their ids cannot clash).
-    id_gate: Mutex<()>,
+    /// Client-given id → the node that claimed it (see the module docs).
+    client_ids: DashMap<EventId, u64, KeyedState>,
     pub(crate) ids: IdScheme,
-    /// The write-ahead log of a durable store (`None`: in memory only).
-    pub(crate) wal: Option<Wal>,
+    /// The journaller of a durable store (`None`: in memory only).
+    pub(crate) journal: Option<Journal>,
     /// Process-unique: keys this store's entries in the per-thread lookup
     /// memo (`store/recent.rs`).
     id: u64,
@@ -220,6 +212,14 @@ impl std::fmt::Debug for EventStore {
     }
 }
 
+/// How a client id's existing claim resolved.
+enum Claim {
+    /// Ours now.
+    Taken,
+    /// Stored by this done node.
+    Stored(u64),
+}
+
 impl EventStore {
     /// An empty store with a fresh random id scheme.
     pub fn new() -> EventStore {
@@ -229,15 +229,26 @@ impl EventStore {
     /// An empty store generating ids with `ids` (durable stores restore it).
     pub fn with_id_scheme(ids: IdScheme) -> EventStore {
         EventStore {
-            log: Log::new(),
+            log: Arc::new(Log::new(Arc::new(Aggregate::new(Arc::from(""))))),
             aggregates: DashMap::default(),
             client_ids: DashMap::default(),
-            id_gate: Mutex::new(()),
             ids,
-            wal: None,
+            journal: None,
             id: recent::new_store_id(),
             published: EventCount::default(),
         }
+    }
+
+    /// An in-memory store that calls `hook` at each step of every append,
+    /// on the appending thread (for tests that stop a writer mid-append).
+    #[doc(hidden)]
+    pub fn with_pause_hook(hook: fn(PauseStep)) -> EventStore {
+        let mut store = EventStore::new();
+        match Arc::get_mut(&mut store.log) {
+            Some(log) => log.pause = Some(hook),
+            None => panic!("a new store's log is shared"),
+        }
+        store
     }
 
     /// The id scheme (for persisting it).
@@ -247,34 +258,48 @@ impl EventStore {
 
     /// The highest sequence number appended so far (0 when empty).
     pub fn head(&self) -> SequenceNumber {
-        self.log.head()
+        SequenceNumber(self.log.head())
     }
 
     /// The highest sequence number a subscriber may see: the head in
     /// memory, the durable head on a durable store.
     pub fn visible_head(&self) -> SequenceNumber {
-        match &self.wal {
-            Some(wal) => SequenceNumber(wal.durable_seq()),
+        match &self.journal {
+            Some(journal) => SequenceNumber(journal.durable_seq()),
             None => self.head(),
         }
     }
 
     /// The event at `seq`, if it exists.
     pub fn event(&self, seq: SequenceNumber) -> Option<RecordedEvent<'_>> {
-        self.log.event(seq).map(|event| RecordedEvent {
-            sequence_number: seq,
+        if seq.0 == 0 || seq.0 > self.log.head() {
+            return None;
+        }
+        self.recorded(seq)
+    }
+
+    /// The event at `seq`, which must be at or below a head this thread has
+    /// read (the index entry is then published: see `log/link.rs`).
+    pub(crate) fn recorded(&self, seq: SequenceNumber) -> Option<RecordedEvent<'_>> {
+        let (commit, i) = self.log.locate(seq.0)?;
+        let event = &commit.events[i];
+        let id = event.given_id().unwrap_or_else(|| self.ids.generate(seq));
+        // Relaxed: published by the node's `end` (see `log/link.rs`).
+        let base = commit.link.base.load(Ordering::Relaxed);
+        let at = commit.link.recorded.load(Ordering::Relaxed);
+        Some(RecordedEvent::new(
+            seq,
             event,
-        })
+            id,
+            Version(base + i as u64 + 1),
+            Timestamp(at),
+            &commit.aggregate,
+        ))
     }
 
     /// Number of aggregates the store knows.
     pub fn aggregate_count(&self) -> usize {
         self.aggregates.len()
-    }
-
-    pub(crate) fn attach_wal(mut self, wal: Wal) -> EventStore {
-        self.wal = Some(wal);
-        self
     }
 
     pub(crate) fn find(&self, aggregate_id: &str) -> Option<Arc<Aggregate>> {
@@ -302,20 +327,28 @@ impl EventStore {
             return a;
         }
         let name: Arc<str> = Arc::from(aggregate_id);
-        let entry = self.aggregates.entry(Arc::clone(&name)).or_insert_with(|| {
-            Arc::new(Aggregate {
-                name,
-                stream: Mutex::new(Stream::default()),
-                states: StateCache::default(),
-            })
-        });
+        // The shard write lock is held for this insert only.
+        let entry = self
+            .aggregates
+            .entry(Arc::clone(&name))
+            .or_insert_with(|| Arc::new(Aggregate::new(name)));
         Arc::clone(&entry)
+    }
+
+    /// The id of the aggregate's last visible commit (`NONE` if none).
+    pub(crate) fn visible(&self, aggregate: &Aggregate) -> u64 {
+        link::visible(&*self.log, &aggregate.last)
+    }
+
+    /// The aggregate version after commit `node`.
+    pub(crate) fn version_of(&self, node: u64) -> Version {
+        Version(link::version_of(&*self.log, node))
     }
 
     /// The aggregate's current version (0 for an unknown aggregate).
     pub fn version(&self, aggregate_id: &str) -> Version {
         self.find_recent(aggregate_id)
-            .map_or(Version::INITIAL, |a| a.stream.lock().version())
+            .map_or(Version::INITIAL, |a| self.version_of(self.visible(&a)))
     }
 
     /// Appends `events` to `aggregate_id` atomically (all or none, with
@@ -333,7 +366,8 @@ impl EventStore {
     /// data and metadata exactly).
     ///
     /// On a durable store ([`EventStore::open`]) the append is durable when
-    /// this returns `Ok`.
+    /// this returns `Ok`: it waits for the journaller, sharing one
+    /// `fdatasync` with every append waiting at the same time.
     pub fn append(
         &self,
         aggregate_id: &str,
@@ -341,7 +375,14 @@ impl EventStore {
         events: &[NewEvent<'_>],
     ) -> Result<Appended, AppendError> {
         let appended = self.append_deferred(aggregate_id, expected, events)?;
-        self.sync()?;
+        if let Some(journal) = &self.journal {
+            let last = appended
+                .positions
+                .iter()
+                .max()
+                .unwrap_or(SequenceNumber::ZERO);
+            journal.sync_through(last.0)?;
+        }
         Ok(appended)
     }
 
@@ -416,117 +457,254 @@ impl EventStore {
             }
             None => self.find_or_create(aggregate_id),
         };
-        // Before the locks, to keep them short: the log stamps
-        // `max(now, previous)`, so a reading taken a little early never
-        // breaks monotonic `recorded_at`.
+        let count = prepared.as_slice().len() as u64;
+        if count > CAPACITY - self.log.head() {
+            return Err(InvalidAppend::new("events", "the store is full (2^38 events)").into());
+        }
+        // The log stamps `max(now, previous)`, so a reading taken before
+        // the append's shared steps never breaks monotonic `recorded_at`.
         let now = Timestamp::now();
-        let _gate = has_client_ids.then(|| self.id_gate.lock());
-        let mut stream = aggregate.stream.lock();
-        if has_client_ids
-            && let Some(done) = self.check_ids(&aggregate, &stream, prepared.as_slice())?
-        {
-            return Ok(done);
-        }
-        let current = stream.version();
-        if !expected.matches(current) {
-            return Err(concurrency(expected, current));
-        }
-        let ids: Vec<Option<EventId>> = if has_client_ids {
-            prepared.as_slice().iter().map(|p| p.id).collect()
-        } else {
-            Vec::new()
+        let events: Events = match prepared {
+            Prepared::One(p) => Events::One(Event::new(p)),
+            Prepared::Many(v) => v.into_iter().map(Event::new).collect(),
         };
-        let appended = match prepared {
-            Prepared::One(p) => self.commit(&aggregate, &mut stream, std::iter::once(p), now),
-            Prepared::Many(v) => self.commit(&aggregate, &mut stream, v.into_iter(), now),
+        if has_client_ids {
+            return self.append_claiming(&aggregate, expected, events, now);
         }
-        .ok_or_else(|| InvalidAppend::new("events", "the store is full (2^38 events)"))?;
-        for (seq, id) in appended.positions.iter().zip(ids) {
-            if let Some(id) = id.filter(|&id| !self.ids.is_tagged(id)) {
-                self.client_ids.insert(id, seq);
-            }
+        let make = || {
+            self.log.add(Commit {
+                link: Link::new(count, now.0, false),
+                aggregate: Arc::clone(&aggregate),
+                events,
+            })
+        };
+        match link::reserve(
+            &*self.log,
+            self.log.chain(),
+            &aggregate.last,
+            exact(expected),
+            make,
+        ) {
+            Ok((node, base)) => Ok(self.finish(node, base)),
+            Err((Refused::Version(current), _)) => Err(concurrency(expected, Version(current))),
+            Err((refused, _)) => panic!("append without client ids refused: {refused:?}"),
         }
-        drop(stream);
-        drop(_gate);
-        if self.wal.is_none() {
+    }
+
+    /// Links a reserved node and reports it.
+    fn finish(&self, node: u64, base: u64) -> Appended {
+        link::link(&*self.log, self.log.chain(), node);
+        let commit = self.log.commit(node);
+        let count = commit.link.count;
+        for version in base + 1..=base + count {
+            commit.aggregate.versions.set(version, node);
+        }
+        if self.journal.is_none() {
             // In memory, published is visible: wake subscribers (durable
             // stores wake them when a sync makes events durable).
             self.published.notify();
         }
-        Ok(appended)
+        Appended {
+            positions: Positions::Consecutive {
+                first: SequenceNumber(commit.first_seq()),
+                count,
+            },
+            version: Version(base + count),
+            duplicate: false,
+        }
     }
 
-    /// Puts prepared events at the end of the log and of the aggregate. The
-    /// caller holds the aggregate's lock and has done every check. `None`
-    /// (nothing appended) if the log is full.
-    pub(crate) fn commit(
+    /// An append carrying client ids: claim them, then reserve (see the
+    /// module docs).
+    fn append_claiming(
         &self,
         aggregate: &Arc<Aggregate>,
-        stream: &mut MutexGuard<'_, Stream>,
-        payloads: impl ExactSizeIterator<Item = Payload>,
+        expected: ExpectedVersion,
+        events: Events,
         now: Timestamp,
-    ) -> Option<Appended> {
-        let count = payloads.len() as u64;
-        let mut version = stream.version().0;
-        let first_version = Version(version + 1);
-        let build = |seq, at, payload: Payload| {
-            version += 1;
-            let id = payload.id.unwrap_or_else(|| self.ids.generate(seq));
-            Event::new(payload, id, Arc::clone(aggregate), Version(version), at)
-        };
-        let persist = |first, log: &Log| {
-            if let Some(wal) = &self.wal {
-                crate::storage::persist_append(
-                    wal,
-                    log,
-                    &self.ids,
-                    aggregate.name(),
-                    first,
-                    first_version,
-                    count,
-                );
+    ) -> Result<Appended, AppendError> {
+        let count = events.len() as u64;
+        let mut events = Some(events);
+        let mut previous = None;
+        loop {
+            // The texts move into the first node; a restart (rare: killed by
+            // a competitor) copies them from the node before.
+            let texts = match (events.take(), previous) {
+                (Some(e), _) => e,
+                (None, Some(p)) => self.log.commit(p).events.clone(),
+                (None, None) => panic!("an append restarted without a node"),
+            };
+            let node = self.log.add(Commit {
+                link: Link::new(count, now.0, true),
+                aggregate: Arc::clone(aggregate),
+                events: texts,
+            });
+            previous = Some(node);
+            let events = &self.log.commit(node).events;
+            let mut claimed = Vec::with_capacity(events.len());
+            let mut stored = None;
+            for (i, e) in events.iter().enumerate() {
+                let Some(id) = e.given_id() else { continue };
+                let field = || id_field(events.len(), i);
+                let found = if self.ids.is_tagged(id) {
+                    self.locate_generated(id, field)
+                } else {
+                    match self.claim(id, node) {
+                        Claim::Taken => {
+                            claimed.push(id);
+                            Ok(None)
+                        }
+                        Claim::Stored(by) => Ok(Some(self.stored_id(by, id))),
+                    }
+                };
+                match found {
+                    Ok(None) => {}
+                    Ok(Some(seq)) => {
+                        stored = Some(Ok((i, id, seq)));
+                        break;
+                    }
+                    Err(e) => {
+                        stored = Some(Err(e));
+                        break;
+                    }
+                }
             }
+            if let Some(found) = stored {
+                let killed =
+                    self.log.commit(node).link.status.load(Ordering::Acquire) == link::FAILED;
+                self.withdraw(node, &claimed);
+                if killed {
+                    // A competitor took one of our earlier ids meanwhile:
+                    // what we found is judged from the batch's first id
+                    // again.
+                    continue;
+                }
+                let (i, id, seq) = found?;
+                return self.stored_result(aggregate, i, id, seq, events);
+            }
+            match link::reserve(
+                &*self.log,
+                self.log.chain(),
+                &aggregate.last,
+                exact(expected),
+                || node,
+            ) {
+                Ok((node, base)) => return Ok(self.finish(node, base)),
+                Err((Refused::Version(current), _)) => {
+                    self.withdraw(node, &claimed);
+                    return Err(concurrency(expected, Version(current)));
+                }
+                // A competitor for one of our ids killed the node: start
+                // over (its claims are taken over or withdrawn).
+                Err((Refused::Killed, _)) => self.withdraw(node, &claimed),
+                Err((Refused::Stopped, _)) => panic!("the store's pause hook stopped an append"),
+            }
+        }
+    }
+
+    /// Claims `id` for `node`: insert-if-absent, resolving a competing
+    /// claim by its node's state (see the module docs).
+    fn claim(&self, id: EventId, node: u64) -> Claim {
+        loop {
+            // The shard lock is held for this entry operation only.
+            let other = match self.client_ids.entry(id) {
+                Entry::Vacant(v) => {
+                    v.insert(node);
+                    return Claim::Taken;
+                }
+                Entry::Occupied(o) => *o.get(),
+            };
+            assert_ne!(other, node, "id {id} claimed twice by one node");
+            let commit = self.log.commit(other);
+            let mut state = commit.link.status.load(Ordering::Acquire);
+            if state == link::PENDING {
+                // In its aggregate's `last` already: it has all its claims,
+                // finish it (`settle` in link.rs confirms it). Else kill it.
+                state = if commit.aggregate.last.load(Ordering::Acquire) == other {
+                    let _ = commit.link.status.compare_exchange(
+                        link::PENDING,
+                        link::RESERVED,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    );
+                    commit.link.status.load(Ordering::Acquire)
+                } else {
+                    link::kill(&*self.log, other)
+                };
+            }
+            match state {
+                link::RESERVED => {
+                    link::link(&*self.log, self.log.chain(), other);
+                    return Claim::Stored(other);
+                }
+                link::FAILED => {
+                    // Take it over if it is still the failed node's.
+                    if let Entry::Occupied(mut o) = self.client_ids.entry(id)
+                        && *o.get() == other
+                    {
+                        o.insert(node);
+                        return Claim::Taken;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Withdraws a refused node's claims and marks it failed.
+    fn withdraw(&self, node: u64, claimed: &[EventId]) {
+        link::abandon(&*self.log, node);
+        for id in claimed {
+            self.client_ids.remove_if(id, |_, &v| v == node);
+        }
+    }
+
+    /// The sequence number of `id` in the done node `node`.
+    fn stored_id(&self, node: u64, id: EventId) -> SequenceNumber {
+        let commit = self.log.commit(node);
+        let Some(i) = commit.events.iter().position(|e| e.given_id() == Some(id)) else {
+            panic!("node {node} claimed {id} but does not hold it");
         };
-        let first = self.log.append(payloads, now, build, persist)?;
-        let before = stream.seqs.len() as u64;
-        stream
-            .seqs
-            .extend((first.0..first.0 + count).map(SequenceNumber));
-        // Write side of "versions advance by one per event and sequence
-        // numbers rise along the aggregate" (read side: `stream_slice`).
-        debug_assert_eq!(version, before + count);
-        debug_assert!(
-            before == 0 || stream.seqs[before as usize - 1] < first,
-            "sequence numbers fell along aggregate {}",
-            aggregate.name
-        );
-        Some(Appended {
-            positions: Positions::Consecutive { first, count },
-            version: Version(version),
-            duplicate: false,
-        })
+        SequenceNumber(commit.first_seq() + i as u64)
     }
 
-    /// Records a client-given id (recovery; appends do it themselves).
-    pub(crate) fn index_client_id(&self, id: EventId, seq: SequenceNumber) {
-        self.client_ids.insert(id, seq);
+    /// A batch whose event `i` (with `id`) is stored at `seq`: a retry when
+    /// `i` is 0 and in this aggregate, else a conflict.
+    fn stored_result(
+        &self,
+        aggregate: &Arc<Aggregate>,
+        i: usize,
+        id: EventId,
+        seq: SequenceNumber,
+        events: &[Event],
+    ) -> Result<Appended, AppendError> {
+        // At or below the head: `seq`'s node is done, and this thread saw
+        // it done (Acquire), so `recorded` may be used.
+        let Some(stored) = self.recorded(seq) else {
+            panic!("stored event {seq} has no index entry");
+        };
+        if i == 0 && Arc::ptr_eq(stored.aggregate(), aggregate) {
+            return self.retry(aggregate, stored.version(), events);
+        }
+        Err(IdConflict::AlreadyStored {
+            id,
+            aggregate_id: stored.aggregate_id().to_owned(),
+            version: stored.version(),
+        }
+        .into())
     }
 
-    /// Where the event with `id` is, if stored. A given id carrying this
-    /// store's generated-id tag must name an existing event: otherwise it
-    /// could clash with an id the store generates later.
-    fn locate(
+    /// Where the event with a generated-form `id` is: it must name an
+    /// existing event, or it could clash with an id the store generates
+    /// later.
+    fn locate_generated(
         &self,
         id: EventId,
         field: impl Fn() -> String,
     ) -> Result<Option<SequenceNumber>, InvalidAppend> {
-        if let Some(seq) = self.client_ids.get(&id) {
-            return Ok(Some(*seq));
-        }
         match self.ids.sequence_of(id) {
-            None => Ok(None),
-            Some(seq) if self.log.event(seq).is_some_and(|e| e.id() == id) => Ok(Some(seq)),
-            Some(_) => Err(InvalidAppend::new(
+            Some(seq) if self.event(seq).is_some_and(|e| e.id() == id) => Ok(Some(seq)),
+            _ => Err(InvalidAppend::new(
                 field(),
                 format!(
                     "{id} is reserved: it has the form of ids this store generates, but no event has it"
@@ -535,56 +713,29 @@ impl EventStore {
         }
     }
 
-    /// The id checks of an append: `Some` when it is a retry of stored
-    /// events, an error when an id clashes, `None` when all ids are new.
-    fn check_ids(
-        &self,
-        aggregate: &Arc<Aggregate>,
-        stream: &Stream,
-        events: &[Payload],
-    ) -> Result<Option<Appended>, AppendError> {
-        let field = |i: usize| move || id_field(events.len(), i);
-        for (i, e) in events.iter().enumerate() {
-            let Some(id) = e.id else { continue };
-            let Some(seq) = self.locate(id, field(i))? else {
-                continue;
-            };
-            let Some(stored) = self.log.event(seq) else {
-                continue;
-            };
-            if i == 0 && Arc::ptr_eq(stored.aggregate(), aggregate) {
-                return self.retry(stream, stored.version(), events).map(Some);
-            }
-            return Err(IdConflict::AlreadyStored {
-                id,
-                aggregate_id: stored.aggregate_id().to_owned(),
-                version: stored.version(),
-            }
-            .into());
-        }
-        Ok(None)
+    /// Records a client-given id (recovery: one thread, nothing to race).
+    pub(crate) fn index_client_id(&self, id: EventId, node: u64) {
+        self.client_ids.insert(id, node);
     }
 
     /// A batch whose first event is stored at `first_version`: a retry if the
     /// stored events after it match the batch's ids.
     fn retry(
         &self,
-        stream: &Stream,
+        aggregate: &Aggregate,
         first_version: Version,
-        events: &[Payload],
+        events: &[Event],
     ) -> Result<Appended, AppendError> {
-        let start = first_version.0 as usize - 1;
-        let mut seqs = Vec::with_capacity(events.len());
+        let last_version = Version(first_version.0 + events.len() as u64 - 1);
+        let seqs = self.stream_slice(aggregate, first_version, last_version);
+        let mut out = Vec::with_capacity(events.len());
         for (i, e) in events.iter().enumerate() {
-            let stored = stream
-                .seqs
-                .get(start + i)
-                .and_then(|&s| self.log.event(s).map(|ev| (s, ev)));
+            let stored = seqs.get(i).and_then(|&s| self.recorded(s));
             match stored {
-                Some((seq, ev)) if same_event(e, ev) => seqs.push(seq),
+                Some(ev) if same_event(e, &ev) => out.push(ev.sequence_number),
                 _ => {
                     return Err(IdConflict::RetryMismatch {
-                        first: events[0].id.unwrap_or(EventId([0; 16])),
+                        first: events[0].given_id().unwrap_or(EventId([0; 16])),
                         index: i,
                     }
                     .into());
@@ -592,33 +743,97 @@ impl EventStore {
             }
         }
         Ok(Appended {
-            positions: Positions::Listed(seqs),
-            version: Version(first_version.0 + events.len() as u64 - 1),
+            positions: Positions::Listed(out),
+            version: last_version,
             duplicate: true,
         })
     }
 
     /// The sequence numbers of versions `from..=to` of an aggregate (clamped
-    /// to what exists), in version order.
+    /// to what is visible), in version order: through the version index
+    /// (`store/versions.rs`), or, where an append has not indexed its
+    /// versions yet, a walk back along the aggregate's commits from its
+    /// last visible one.
     pub(crate) fn stream_slice(
         &self,
         aggregate: &Aggregate,
         from: Version,
         to: Version,
     ) -> Vec<SequenceNumber> {
-        let stream = aggregate.stream.lock();
-        let end = (to.0 as usize).min(stream.seqs.len());
-        let start = (from.0.max(1) as usize - 1).min(end);
-        let slice = stream.seqs[start..end].to_vec();
+        let from = from.0.max(1);
+        let last = self.visible(aggregate);
+        let to = Version(to.0.min(self.version_of(last).0));
+        if from > to.0 {
+            return Vec::new();
+        }
+        let mut out = Vec::with_capacity((to.0 - from + 1).min(1 << 16) as usize);
+        let mut v = from;
+        while v <= to.0 {
+            let Some(node) = aggregate.versions.get(v) else {
+                out.clear();
+                return self.walk_slice(aggregate, last, from, to);
+            };
+            let commit = self.log.commit(node);
+            // Relaxed: the index slot was Acquire-loaded, and was stored
+            // after the node was linked (see `versions.rs`).
+            let base = commit.link.base.load(Ordering::Relaxed);
+            let after = base + commit.link.count;
+            assert!(
+                base < v && v <= after,
+                "the version index of {} sends version {v} to a commit of {}..={after}",
+                aggregate.name(),
+                base + 1
+            );
+            let first = commit.first_seq();
+            let end = after.min(to.0);
+            out.extend((v..=end).map(|w| SequenceNumber(first + (w - base - 1))));
+            v = end + 1;
+        }
+        out
+    }
+
+    /// [`EventStore::stream_slice`] by walking the commits back from
+    /// `node`, the last visible one.
+    fn walk_slice(
+        &self,
+        aggregate: &Aggregate,
+        mut node: u64,
+        from: u64,
+        to: Version,
+    ) -> Vec<SequenceNumber> {
+        let mut out = Vec::new();
+        while node != link::NONE {
+            let commit = self.log.commit(node);
+            // Relaxed: written before the node was published as `last`,
+            // which `visible` acquired (or a later node's `prev` chain).
+            let base = commit.link.base.load(Ordering::Relaxed);
+            let after = base + commit.link.count;
+            if after < from {
+                break;
+            }
+            let first = commit.first_seq();
+            for v in (base + 1..=after).rev() {
+                if (from..=to.0).contains(&v) {
+                    out.push(SequenceNumber(first + (v - base - 1)));
+                }
+            }
+            node = commit.link.prev.load(Ordering::Relaxed);
+        }
+        out.reverse();
         // Read side of "sequence numbers rise along the aggregate".
-        debug_assert!(slice.windows(2).all(|w| w[0] < w[1]));
-        slice
+        assert!(
+            out.windows(2).all(|w| w[0] < w[1]),
+            "sequence numbers fell along aggregate {}",
+            aggregate.name()
+        );
+        out
     }
 
     /// The sequence number of the aggregate's event at `version` (≥ 1).
     pub(crate) fn seq_at(&self, aggregate: &Aggregate, version: Version) -> Option<SequenceNumber> {
-        let i = usize::try_from(version.0.checked_sub(1)?).ok()?;
-        aggregate.stream.lock().seqs.get(i).copied()
+        self.stream_slice(aggregate, version, version)
+            .first()
+            .copied()
     }
 
     /// The sequence numbers of an aggregate's versions `from..=to`
@@ -647,11 +862,21 @@ impl EventStore {
         let Some(aggregate) = self.find(aggregate_id) else {
             return Vec::new();
         };
-        let stream = aggregate.stream.lock();
-        let start = stream.seqs.partition_point(|s| *s < from);
-        let end = stream.seqs.partition_point(|s| *s <= last);
-        let end = end.min(start.saturating_add(max_count)).max(start);
-        stream.seqs[start..end].to_vec()
+        let visible = self.version_of(self.visible(&aggregate)).0;
+        // The first version at or after `from` (sequence numbers rise with
+        // versions): a binary search over O(1) lookups.
+        let (mut lo, mut hi) = (1, visible + 1);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.seq_at(&aggregate, Version(mid)) {
+                Some(seq) if seq < from => lo = mid + 1,
+                _ => hi = mid,
+            }
+        }
+        let to = visible.min(lo.saturating_add(max_count as u64).saturating_sub(1));
+        let mut seqs = self.stream_slice(&aggregate, Version(lo), Version(to));
+        seqs.retain(|s| *s <= last);
+        seqs
     }
 
     /// Filtered [`EventStore::read_all`]: the events matching `filter` from
@@ -680,7 +905,8 @@ impl EventStore {
                 events: Vec::new(),
             };
         };
-        let version = aggregate.stream.lock().version();
+        let top = self.visible(&aggregate);
+        let version = self.version_of(top);
         let from = Version(from.0.max(1));
         let to = Version(
             from.0
@@ -691,9 +917,11 @@ impl EventStore {
         let events = if max_count == 0 {
             Vec::new()
         } else {
+            // Every visible commit is done, and this thread acquired its
+            // `end` (in `visible`) or a later one's: `recorded` may be used.
             self.stream_slice(&aggregate, from, to)
                 .into_iter()
-                .filter_map(|s| self.event(s))
+                .filter_map(|s| self.recorded(s))
                 .collect()
         };
         StreamSlice { version, events }
@@ -709,11 +937,90 @@ impl EventStore {
             .saturating_sub(1)
             .min(head.0);
         let events: Vec<_> = (from..=to)
-            .filter_map(|s| self.event(SequenceNumber(s)))
+            .filter_map(|s| self.recorded(SequenceNumber(s)))
             .collect();
         // Read side of density: a visible prefix has no holes.
-        debug_assert_eq!(events.len() as u64, (to + 1).saturating_sub(from));
+        assert_eq!(
+            events.len() as u64,
+            (to + 1).saturating_sub(from),
+            "hole in the visible log"
+        );
         AllSlice { head, events }
+    }
+
+    /// Puts back an append read from a durable log (one thread, at open):
+    /// checks that it continues the log and the aggregate exactly.
+    pub(crate) fn restore_append(
+        &self,
+        aggregate_id: &str,
+        first_seq: u64,
+        first_version: u64,
+        events: Vec<(Payload, bool)>,
+        at: Timestamp,
+    ) -> Result<(), String> {
+        let expected_seq = self.log.head() + 1;
+        if first_seq != expected_seq {
+            return Err(format!(
+                "append record starts at sequence number {first_seq}, expected {expected_seq}"
+            ));
+        }
+        let count = events.len() as u64;
+        if count > CAPACITY - self.log.head() {
+            return Err("the log holds more events than a store can (2^38)".to_owned());
+        }
+        let aggregate = self.find_or_create(aggregate_id);
+        let client: Vec<Option<EventId>> = events
+            .iter()
+            .map(|(p, client)| p.id.filter(|_| *client))
+            .collect();
+        let stored: Events = events
+            .into_iter()
+            .map(|(mut p, client)| {
+                if !client {
+                    p.id = None;
+                }
+                Event::new(p)
+            })
+            .collect();
+        let make = || {
+            self.log.add(Commit {
+                link: Link::new(count, at.0, false),
+                aggregate: Arc::clone(&aggregate),
+                events: stored,
+            })
+        };
+        let expected = first_version.checked_sub(1);
+        match link::reserve(
+            &*self.log,
+            self.log.chain(),
+            &aggregate.last,
+            expected,
+            make,
+        ) {
+            Ok((node, base)) => {
+                link::link(&*self.log, self.log.chain(), node);
+                for version in base + 1..=base + count {
+                    aggregate.versions.set(version, node);
+                }
+                for id in client.into_iter().flatten() {
+                    self.index_client_id(id, node);
+                }
+                Ok(())
+            }
+            Err((Refused::Version(current), _)) => Err(format!(
+                "append record for {aggregate_id:?} starts at version {first_version}, expected {}",
+                current + 1
+            )),
+            Err((refused, _)) => panic!("restoring an append refused: {refused:?}"),
+        }
+    }
+}
+
+/// The expected version as the protocol takes it.
+fn exact(expected: ExpectedVersion) -> Option<u64> {
+    match expected {
+        ExpectedVersion::Exact(v) => Some(v.0),
+        ExpectedVersion::Any => None,
     }
 }
 
@@ -737,10 +1044,10 @@ pub struct AllSlice<'a> {
 
 /// Whether a stored event is the one a retried batch carries: the same id
 /// when the batch gives one, else the same type, data and metadata.
-fn same_event(new: &Payload, stored: &Event) -> bool {
-    match new.id {
+fn same_event(new: &Event, stored: &RecordedEvent<'_>) -> bool {
+    match new.given_id() {
         Some(id) => id == stored.id(),
-        None => stored.same_text(new),
+        None => stored.event().same_text(new),
     }
 }
 
@@ -826,17 +1133,17 @@ mod tests {
     fn commit_at(store: &EventStore, aggregate_id: &str, micros: i64) -> SequenceNumber {
         let data = RawValue::from_string("{}".into()).unwrap();
         let aggregate = store.find_or_create(aggregate_id);
-        let mut stream = aggregate.stream.lock();
-        let payload = Payload::pack(&NewEvent::new("T", &data));
-        let done = store
-            .commit(
-                &aggregate,
-                &mut stream,
-                std::iter::once(payload),
-                Timestamp(micros),
-            )
-            .unwrap();
-        done.positions.first()
+        let event = Event::new(Payload::pack(&NewEvent::new("T", &data)));
+        let make = || {
+            store.log.add(Commit {
+                link: Link::new(1, micros, false),
+                aggregate: Arc::clone(&aggregate),
+                events: Events::One(event),
+            })
+        };
+        let (node, base) =
+            link::reserve(&*store.log, store.log.chain(), &aggregate.last, None, make).unwrap();
+        store.finish(node, base).positions.first()
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //!
 //! - [`record`]: the frame and record format (documented there).
 //! - [`wal`]: segment files, the pending buffer, group commit, the lock.
-//! - this file: how the store feeds the log, and recovery.
+//! - `journal`: the thread that writes the log to the WAL in sequence order.
+//! - this file: opening a store, and recovery.
 //!
 //! # The durability promise
 //!
@@ -26,17 +27,18 @@
 //! an error naming the file and offset: data is never silently dropped.
 
 pub mod crc32c;
+pub(crate) mod journal;
 pub mod record;
 pub mod wal;
 
 use crate::error::StorageError;
 use crate::event::Payload;
 use crate::ids::IdScheme;
-use crate::log::Log;
 use crate::store::EventStore;
 use crate::time::Timestamp;
-use crate::types::{EventId, SequenceNumber, Version};
-use record::{EventRecord, Frame, Record};
+use crate::types::{EventId, Version};
+use journal::Journal;
+use record::{Frame, Record};
 use std::fmt;
 use std::fs::{self, OpenOptions};
 use std::io;
@@ -84,47 +86,6 @@ impl From<io::Error> for OpenError {
     }
 }
 
-/// Serialises an append's record (called in the log's serial section).
-pub(crate) fn persist_append(
-    wal: &Wal,
-    log: &Log,
-    ids: &IdScheme,
-    aggregate_id: &str,
-    first: SequenceNumber,
-    first_version: Version,
-    count: u64,
-) {
-    wal.append(|buf| {
-        let at = record::begin_append(buf, first.0, first_version.0, count as u32, aggregate_id);
-        for seq in first.0..first.0 + count {
-            let seq = SequenceNumber(seq);
-            let Some(e) = log.written(seq) else { continue };
-            record::write_event(
-                buf,
-                &EventRecord {
-                    recorded_at: e.recorded_at().0,
-                    id: e.id().0,
-                    client_id: e.id() != ids.generate(seq),
-                    event_type: e.event_type(),
-                    data: e.data(),
-                    metadata: e.metadata().unwrap_or(""),
-                },
-            );
-        }
-        record::end_frame(buf, at);
-    });
-}
-
-/// Serialises a snapshot's record (called under the aggregate's lock).
-pub(crate) fn persist_snapshot(
-    wal: &Wal,
-    aggregate_id: &str,
-    version: Version,
-    state: Option<&str>,
-) {
-    wal.append(|buf| record::write_snapshot(buf, aggregate_id, version.0, state));
-}
-
 impl EventStore {
     /// Opens (or creates) a durable store in `dir`, recovering everything it
     /// holds. Fails if another process has it open, or if its data is
@@ -136,7 +97,7 @@ impl EventStore {
         let Some(&newest) = numbers.last() else {
             let ids = IdScheme::random();
             let wal = Wal::start(dir, lock, ids, fsync, Tail::Create { number: 1 })?;
-            return Ok(EventStore::with_id_scheme(ids).attach_wal(wal));
+            return EventStore::with_id_scheme(ids).attach_wal(wal);
         };
         let mut store: Option<EventStore> = None;
         let mut newest_len = 0;
@@ -176,19 +137,29 @@ impl EventStore {
             None => EventStore::with_id_scheme(IdScheme::random()),
         };
         let wal = Wal::start(dir, lock, store.ids, fsync, tail)?;
-        Ok(store.attach_wal(wal))
+        store.attach_wal(wal)
+    }
+
+    /// Starts the journaller on `wal`, which holds everything in the store.
+    fn attach_wal(mut self, wal: Wal) -> Result<EventStore, OpenError> {
+        self.journal = Some(Journal::start(
+            wal,
+            std::sync::Arc::clone(&self.log),
+            self.ids,
+        )?);
+        Ok(self)
     }
 
     /// Whether the store writes to disk.
     pub fn is_durable(&self) -> bool {
-        self.wal.is_some()
+        self.journal.is_some()
     }
 
     /// The storage failure that ended this store's writes, if any. A
     /// durable store whose disk failed refuses every later write with it;
     /// its in-memory view may hold writes that never became durable.
     pub fn storage_failure(&self) -> Option<&StorageError> {
-        self.wal.as_ref().and_then(Wal::failure)
+        self.journal.as_ref().and_then(Journal::failure)
     }
 
     /// Refuses a write once the store has failed.
@@ -199,29 +170,30 @@ impl EventStore {
     /// Makes every write so far durable (no-op in memory), and lets
     /// subscribers see the events it covers.
     pub fn sync(&self) -> Result<(), StorageError> {
-        let Some(wal) = &self.wal else {
+        let Some(journal) = &self.journal else {
             return Ok(());
         };
-        // The head first: every published event's record is already in the
-        // WAL's buffer (appends write it before publishing), so the
-        // position taken after it covers them all.
+        // The head first: the position taken after it (which waits for the
+        // journaller to write everything up to the head then) covers every
+        // event up to it.
         let head = self.head();
-        wal.sync(wal.position())?;
-        wal.mark_durable_seq(head.0);
+        journal.sync_to(journal.position())?;
+        journal.mark_durable_seq(head.0);
         self.published.notify();
         Ok(())
     }
 
-    /// The log position after every write so far (0 in memory); pass it to
+    /// The log position after every append and snapshot so far (0 in
+    /// memory), once the journaller has written them; pass it to
     /// [`EventStore::sync_to`].
     pub fn wal_position(&self) -> u64 {
-        self.wal.as_ref().map_or(0, Wal::position)
+        self.journal.as_ref().map_or(0, Journal::position)
     }
 
     /// Makes writes up to `position` durable (no-op in memory).
     pub fn sync_to(&self, position: u64) -> Result<(), StorageError> {
-        match &self.wal {
-            Some(wal) => wal.sync(position),
+        match &self.journal {
+            Some(journal) => journal.sync_to(position),
             None => Ok(()),
         }
     }
@@ -235,36 +207,15 @@ impl EventStore {
                 aggregate_id,
                 events,
             } => {
-                let expected_seq = self.head().0 + 1;
-                if first_seq != expected_seq {
-                    return Err(format!(
-                        "append record starts at sequence number {first_seq}, expected {expected_seq}"
-                    ));
-                }
-                let aggregate = self.find_or_create(aggregate_id);
-                let mut stream = aggregate.stream.lock();
-                let expected_version = stream.version().0 + 1;
-                if first_version != expected_version {
-                    return Err(format!(
-                        "append record for {aggregate_id:?} starts at version {first_version}, expected {expected_version}"
-                    ));
-                }
                 let at = Timestamp(events.first().map_or(0, |e| e.recorded_at));
-                let payloads: Vec<Payload> = events
+                let payloads: Vec<(Payload, bool)> = events
                     .iter()
-                    .map(|e| Payload::restored(e.event_type, e.data, e.metadata, EventId(e.id)))
+                    .map(|e| {
+                        let p = Payload::restored(e.event_type, e.data, e.metadata, EventId(e.id));
+                        (p, e.client_id)
+                    })
                     .collect();
-                let appended = self
-                    .commit(&aggregate, &mut stream, payloads.into_iter(), at)
-                    .ok_or_else(|| {
-                        "the log holds more events than a store can (2^38)".to_owned()
-                    })?;
-                for (seq, e) in appended.positions.iter().zip(&events) {
-                    if e.client_id {
-                        self.index_client_id(EventId(e.id), seq);
-                    }
-                }
-                Ok(())
+                self.restore_append(aggregate_id, first_seq, first_version, payloads, at)
             }
             Record::Snapshot {
                 aggregate_id,

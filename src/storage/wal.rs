@@ -3,7 +3,7 @@
 //! # Writing
 //!
 //! Records are serialised into an in-memory `pending` buffer by the thread
-//! that makes them (for appends: inside the global log's serial section, so
+//! that makes them (for appends: the journaller, `journal.rs`, following the log, so
 //! records lie in the file in sequence-number order). A logical position
 //! (LSN: bytes ever appended) names every point in the log.
 //!
@@ -252,6 +252,12 @@ impl Wal {
     /// write is refused.
     pub fn failure(&self) -> Option<&StorageError> {
         self.failed.get()
+    }
+
+    /// The LSN up to which everything is durable.
+    pub fn durable_position(&self) -> u64 {
+        // Acquire: pairs with the Release store after the sync.
+        self.durable.load(Ordering::Acquire)
     }
 
     /// Makes everything up to `lsn` durable (group commit; see module docs).
