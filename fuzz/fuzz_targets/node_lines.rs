@@ -1487,12 +1487,18 @@ struct Generator<'a> {
     msg_id: u64,
 }
 
+/// The valid aggregate ids come first.
+const VALID_AGGREGATES: usize = 9;
 const AGGREGATES: &[&str] = &[
     r#""a""#,
     r#""b""#,
     r#""a""#,
     r#""c""#,
     r#""ab""#,
+    r#""user-1""#,
+    r#""user""#,
+    r#""users-1""#,
+    r#""user-eu-1""#,
     r#""a\u0062""#,
     r#""ü""#,
     r#""x\"y""#,
@@ -1596,6 +1602,49 @@ const HOSTILE_UINTS: &[&str] = &[
     "-0",
     "0",
 ];
+/// Filter values: valid ones, then hostile ones (`null` is "not given").
+const CATEGORIES: &[&str] = &[
+    r#""user""#,
+    r#""a""#,
+    r#""user-eu""#,
+    r#""ab""#,
+    r#""\u0075ser""#,
+    r#""us""#,
+    r#""user-""#,
+    r#""b""#,
+];
+const HOSTILE_CATEGORIES: &[&str] = &[
+    r#""""#,
+    "7",
+    r#"["user"]"#,
+    "true",
+    "{}",
+    "null",
+    r#""\ud800""#,
+    r#""user\u0000""#,
+];
+const HOSTILE_AGGREGATE_FILTERS: &[&str] = &[r#""""#, "5", "[]", r#"{"a":1}"#, "null", "false"];
+const EVENT_TYPE_FILTERS: &[&str] = &[
+    r#"["T"]"#,
+    r#"["Created","Renamed"]"#,
+    r#"["T","T"]"#,
+    r#"["Renamed"]"#,
+    r#"[""]"#,
+    r#"["t\u00e9"]"#,
+    r#"["Created","x"]"#,
+    r#"["\u0054"]"#,
+];
+const HOSTILE_EVENT_TYPE_FILTERS: &[&str] = &[
+    "[]",
+    r#""T""#,
+    "[1]",
+    r#"["T",null]"#,
+    "{}",
+    "0",
+    "null",
+    r#"["\ud800"]"#,
+    r#"[["T"]]"#,
+];
 const MUTATION_BYTES: &[u8] = b"{}[]\",:\\ \t\r0-1aZ\x00\xff\xc3";
 
 impl<'a> Generator<'a> {
@@ -1632,7 +1681,7 @@ impl<'a> Generator<'a> {
     }
 
     fn next_line(&mut self, s: &Session) -> Vec<u8> {
-        let op = self.byte() % 16;
+        let op = self.byte() % 18;
         let line = match op {
             13 | 14 if !self.history.is_empty() => {
                 let i = self.byte() as usize % self.history.len();
@@ -1730,7 +1779,7 @@ impl<'a> Generator<'a> {
 
     fn aggregate(&mut self) -> &'static str {
         if self.valid() {
-            self.pick(&AGGREGATES[..5])
+            self.pick(&AGGREGATES[..VALID_AGGREGATES])
         } else {
             self.pick(AGGREGATES)
         }
@@ -1866,10 +1915,59 @@ impl<'a> Generator<'a> {
             }
             11 => {
                 let f = self.reads();
+                let filters = if self.byte() % 2 == 0 {
+                    self.filters()
+                } else {
+                    String::new()
+                };
                 format!(
-                    r#"{{"type":"read_all",{msg_id}"x":0{}}}"#,
+                    r#"{{"type":"read_all",{msg_id}"x":0{}{filters}}}"#,
                     f.replace("from_", "from_sequence")
                 )
+            }
+            15 | 16 => {
+                let head = s.store.head().0;
+                let from = match self.byte() % 8 {
+                    0 | 1 => String::new(),
+                    2 => ",\"from_sequence\":0".to_owned(),
+                    3 => ",\"from_sequence\":1".to_owned(),
+                    4 => format!(",\"from_sequence\":{head}"),
+                    5 => format!(",\"from_sequence\":{}", head + 1),
+                    6 => format!(
+                        ",\"from_sequence\":{}",
+                        head.saturating_sub(self.byte() as u64 % 4)
+                    ),
+                    _ if self.valid() => format!(",\"from_sequence\":{}", head + 2),
+                    _ => format!(",\"from_sequence\":{}", self.pick(HOSTILE_UINTS)),
+                };
+                let filters = if self.byte() % 4 != 0 {
+                    self.filters()
+                } else {
+                    String::new()
+                };
+                // The order of the fields varies.
+                if self.byte() % 2 == 0 {
+                    format!(r#"{{{msg_id}"type":"subscribe"{from}{filters}}}"#)
+                } else {
+                    format!(r#"{{"type":"subscribe",{msg_id}"x":0{filters}{from}}}"#)
+                }
+            }
+            17 => {
+                let id = match self.byte() % 8 {
+                    0..=3 if !s.subs.is_empty() => {
+                        let i = self.byte() as usize % s.subs.len();
+                        s.subs[i].id.to_string()
+                    }
+                    0..=4 => s.last_sub.to_string(),
+                    5 => (s.last_sub + 1).to_string(),
+                    6 => "0".to_owned(),
+                    _ => self.pick(HOSTILE_UINTS).to_owned(),
+                };
+                if self.valid() {
+                    format!(r#"{{{msg_id}"type":"unsubscribe","subscription":{id}}}"#)
+                } else {
+                    format!(r#"{{"type":"unsubscribe",{msg_id}"x":0}}"#)
+                }
             }
             _ => {
                 if self.valid() {
@@ -1890,12 +1988,47 @@ impl<'a> Generator<'a> {
                 r#","zzz":{"y":[null]}}"#,
                 r#","type":"read_all"}"#,
                 r#","aggregate_id":"b"}"#,
+                r#","category":"a"}"#,
+                r#","event_types":["T"]}"#,
+                r#","subscription":1}"#,
                 r#","\udc00":1}"#,
                 r#","zz":"\ud800"}"#,
                 r#","\ud83d\ude00":"\ud83d\ude00"}"#,
             ]);
         }
         b
+    }
+
+    /// Filter fields (`category`, `aggregate_id`, `event_types`), each
+    /// usually valid, starting with a comma.
+    fn filters(&mut self) -> String {
+        let mut f = String::new();
+        let b = self.byte();
+        if b & 1 != 0 {
+            let v = if self.valid() {
+                self.pick(CATEGORIES)
+            } else {
+                self.pick(HOSTILE_CATEGORIES)
+            };
+            f += &format!(r#","category":{v}"#);
+        }
+        if b & 2 != 0 {
+            let v = if self.valid() {
+                self.pick(&AGGREGATES[..VALID_AGGREGATES])
+            } else {
+                self.pick(HOSTILE_AGGREGATE_FILTERS)
+            };
+            f += &format!(r#","aggregate_id":{v}"#);
+        }
+        if b & 4 != 0 {
+            let v = if self.valid() {
+                self.pick(EVENT_TYPE_FILTERS)
+            } else {
+                self.pick(HOSTILE_EVENT_TYPE_FILTERS)
+            };
+            f += &format!(r#","event_types":{v}"#);
+        }
+        f
     }
 
     /// `from_` and `max_count` fields of a read.
