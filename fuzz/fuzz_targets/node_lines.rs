@@ -1800,7 +1800,7 @@ impl<'a> Generator<'a> {
     }
 
     fn uuid(&mut self, s: &Session) -> String {
-        if !s.seen_ids.is_empty() && self.byte() % 2 == 0 {
+        if !s.seen_ids.is_empty() && self.byte().is_multiple_of(2) {
             let i = self.byte() as usize % s.seen_ids.len();
             return s.seen_ids[s.seen_ids.len() - 1 - i].clone();
         }
@@ -1892,7 +1892,7 @@ impl<'a> Generator<'a> {
                 format!(r#"{{"type":"replay",{msg_id}"aggregate_id":{agg}{u}}}"#)
             }
             9 => {
-                let t = if !s.seen_times.is_empty() && self.byte() % 2 == 0 {
+                let t = if !s.seen_times.is_empty() && self.byte().is_multiple_of(2) {
                     let i = self.byte() as usize % s.seen_times.len();
                     s.seen_times[i].clone()
                 } else {
@@ -1915,7 +1915,7 @@ impl<'a> Generator<'a> {
             }
             11 => {
                 let f = self.reads();
-                let filters = if self.byte() % 2 == 0 {
+                let filters = if self.byte().is_multiple_of(2) {
                     self.filters()
                 } else {
                     String::new()
@@ -1940,13 +1940,13 @@ impl<'a> Generator<'a> {
                     _ if self.valid() => format!(",\"from_sequence\":{}", head + 2),
                     _ => format!(",\"from_sequence\":{}", self.pick(HOSTILE_UINTS)),
                 };
-                let filters = if self.byte() % 4 != 0 {
+                let filters = if !self.byte().is_multiple_of(4) {
                     self.filters()
                 } else {
                     String::new()
                 };
                 // The order of the fields varies.
-                if self.byte() % 2 == 0 {
+                if self.byte().is_multiple_of(2) {
                     format!(r#"{{{msg_id}"type":"subscribe"{from}{filters}}}"#)
                 } else {
                     format!(r#"{{"type":"subscribe",{msg_id}"x":0{filters}{from}}}"#)
