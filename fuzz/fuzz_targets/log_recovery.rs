@@ -25,8 +25,13 @@ fn walk_frames(data: &[u8]) {
     loop {
         match record::read_frame(data, at) {
             Frame::Good { payload, next } => {
-                let stored = u32::from_le_bytes([data[at + 4], data[at + 5], data[at + 6], data[at + 7]]);
-                assert_eq!(crc32c(payload), stored, "good frame at {at} with a bad checksum");
+                let stored =
+                    u32::from_le_bytes([data[at + 4], data[at + 5], data[at + 6], data[at + 7]]);
+                assert_eq!(
+                    crc32c(payload),
+                    stored,
+                    "good frame at {at} with a bad checksum"
+                );
                 assert_eq!(next, at + FRAME_HEADER_BYTES + payload.len());
                 let _ = record::parse(payload);
                 at = next;
@@ -63,11 +68,20 @@ fn recover(data: &[u8]) {
             assert_eq!(e.sequence_number.0, i as u64 + 1);
             let v = versions.entry(e.aggregate_id().to_owned()).or_default();
             *v += 1;
-            assert_eq!(e.version().0, *v, "versions not dense along {}", e.aggregate_id());
+            assert_eq!(
+                e.version().0,
+                *v,
+                "versions not dense along {}",
+                e.aggregate_id()
+            );
         }
         let data = RawValue::from_string("{}".into()).expect("json");
         let done = store
-            .append("fuzz-after", ExpectedVersion::Any, &[NewEvent::new("T", &data)])
+            .append(
+                "fuzz-after",
+                ExpectedVersion::Any,
+                &[NewEvent::new("T", &data)],
+            )
             .expect("append after recovery");
         assert_eq!(done.positions.first().0, head + 1);
     }

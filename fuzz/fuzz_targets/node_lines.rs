@@ -6,14 +6,18 @@
 //!
 //! - nothing panics (debug assertions of the engine are on: `cargo fuzz`
 //!   builds with `-C debug-assertions` unless `-O`);
-//! - every line gets at most one reply line, ending in the only `\n`; it
-//!   gets exactly one when it is a JSON object with a string `src` and an
-//!   object `body`, and none (but a one-line stderr diagnostic) otherwise;
+//! - a line's output is one reply line followed by any number of `event`
+//!   message lines, each ending in a newline; a line gets exactly one reply
+//!   when it is a JSON object with a string `src` and an object `body`, and
+//!   none (but a one-line stderr diagnostic, and no `event` message)
+//!   otherwise;
 //! - every reply is JSON `{"src","dest","body"}` going back to the sender,
 //!   `body.type` is a reply type of the protocol (and the one that answers
 //!   the request's type, or `error`), `in_reply_to` echoes a valid `msg_id`
 //!   and is left out otherwise, and the body's fields are the protocol's, in
-//!   its order;
+//!   its order (`subscribed`: `subscription`, `head`; `unsubscribed`:
+//!   `subscription`; `all_read`: `events`, `next_sequence` only when a
+//!   filter is given, `head`);
 //! - bad input does not change stored data: only an `appended` reply may
 //!   move the head, by exactly the events it reports;
 //! - text must be Unicode: a request holding a lone surrogate escape
@@ -23,6 +27,29 @@
 //!   `src` holds one gets no reply; valid pairs are text like any other;
 //! - a leading UTF-8 byte-order mark is skipped; `-0` is 0;
 //! - replies agree with the store (sequence numbers, ids, versions);
+//! - `read_all` pages: an unfiltered page holds the events from
+//!   `from_sequence` on, as many as `max_count` allows; a filtered one
+//!   (`category`, `aggregate_id`, `event_types`) equals a naive scan that
+//!   looks at the log from `from_sequence` (at least 1) until it has
+//!   `max_count` matches, reaches the head or has looked at 100,000 events,
+//!   and `next_sequence` is `from_sequence` plus the number looked at; a
+//!   filter of the wrong type or an empty one is error 12;
+//! - subscriptions, against a model of the live ones (id, subscriber, the
+//!   `src` of its `subscribed` reply, filter, first sequence number):
+//!   `subscribe` gets `subscribed` with the next id (1, 2, ..., never
+//!   reused) and the head, unless a field is bad (error 12) or 1,000 are
+//!   live (error 11); `unsubscribe` of a live id gets `unsubscribed`, of
+//!   any other error 20; every `event` message has the shape
+//!   `{"src","dest","body":{"type":"event","subscription","event"}}` with
+//!   the event in the protocol's field order and equal to the stored one,
+//!   goes to a live subscription's subscriber from that subscription's
+//!   `src`, and its event matches the subscription's filter and is at or
+//!   after its first sequence number; `subscribed` is followed by exactly
+//!   the catch-up (the matching stored events from `from_sequence` to the
+//!   head, in order), a fresh append by exactly one message per (new event
+//!   x matching live subscription), events in order and subscriptions in
+//!   id order for each, and every other reply (a retried append included)
+//!   by none;
 //! - after the session the store's invariants hold: the head equals the
 //!   number of events `read_all` returns, sequence numbers are 1..=head, each
 //!   aggregate's events have versions 1..n with rising sequence numbers,
@@ -38,8 +65,10 @@
 //! - `>= 0x80`: **structured mode**. The remaining bytes drive a small
 //!   generator that builds mostly-valid requests from templates (appends,
 //!   batches, retries with ids from earlier replies, snapshots, replays,
-//!   `get_state` at recorded times, reads, `init`), occasionally hostile
-//!   ones, and occasionally mutates a line byte-wise. Random bytes rarely
+//!   `get_state` at recorded times, reads (filtered or not), `subscribe`
+//!   with or without `from_sequence` and filters, `unsubscribe` of live and
+//!   unknown ids, `init`), occasionally hostile ones (filters of the wrong
+//!   type, empty strings and arrays among them), and occasionally mutates a line byte-wise. Random bytes rarely
 //!   form valid JSON; this mode reaches deep store states quickly.
 
 #![no_main]
@@ -235,6 +264,8 @@ const REPLY_TYPES: &[&str] = &[
     "state",
     "stream_read",
     "all_read",
+    "subscribed",
+    "unsubscribed",
     "init_ok",
     "error",
 ];
@@ -258,6 +289,9 @@ const REQUEST_FIELDS: &[&str] = &[
     "max_count",
     "node_id",
     "node_ids",
+    "category",
+    "event_types",
+    "subscription",
 ];
 
 /// The reply type answering a request type (besides `error`).
@@ -270,9 +304,118 @@ fn answer_to(request_type: &str) -> Option<&'static [&'static str]> {
         "get_state" => &["state"],
         "read_stream" => &["stream_read"],
         "read_all" => &["all_read"],
+        "subscribe" => &["subscribed"],
+        "unsubscribe" => &["unsubscribed"],
         "init" => &["init_ok"],
         _ => return None,
     })
+}
+
+/// An optional field as the node reads it: `null` counts as not given.
+fn optional<'a>(b: &Obj<'a>, key: &str) -> Option<&'a RawValue> {
+    b.get(key).filter(|v| v.get() != "null")
+}
+
+/// A filter of `read_all` and `subscribe`, decoded (an oracle written apart
+/// from `eventstore::filter`).
+#[derive(Debug, Clone, Default)]
+struct Filter {
+    category: Option<String>,
+    aggregate_id: Option<String>,
+    event_types: Option<Vec<String>>,
+}
+
+impl Filter {
+    /// The filter fields of a request: `Ok(None)` when none is given,
+    /// `Err(field)` when one is of the wrong type or empty.
+    fn of(b: &Obj<'_>) -> Result<Option<Filter>, &'static str> {
+        let text = |key: &'static str| match optional(b, key) {
+            None => Ok(None),
+            Some(v) => match serde_json::from_str::<String>(v.get()) {
+                Ok(s) if !s.is_empty() => Ok(Some(s)),
+                _ => Err(key),
+            },
+        };
+        let filter = Filter {
+            category: text("category")?,
+            aggregate_id: text("aggregate_id")?,
+            event_types: match optional(b, "event_types") {
+                None => None,
+                Some(v) => match serde_json::from_str::<Vec<String>>(v.get()) {
+                    Ok(types) if !types.is_empty() => Some(types),
+                    _ => return Err("event_types"),
+                },
+            },
+        };
+        let given = filter.category.is_some()
+            || filter.aggregate_id.is_some()
+            || filter.event_types.is_some();
+        Ok(given.then_some(filter))
+    }
+
+    /// `user` matches `user` and `user-...`, not `users-1`.
+    fn matches(&self, aggregate_id: &str, event_type: &str) -> bool {
+        let category = self.category.as_ref().is_none_or(|c| {
+            aggregate_id == c
+                || (aggregate_id.len() > c.len()
+                    && aggregate_id.starts_with(c.as_str())
+                    && aggregate_id.as_bytes()[c.len()] == b'-')
+        });
+        let aggregate = self.aggregate_id.as_ref().is_none_or(|a| a == aggregate_id);
+        let types = self
+            .event_types
+            .as_ref()
+            .is_none_or(|ts| ts.iter().any(|t| t == event_type));
+        category && aggregate && types
+    }
+}
+
+/// `from_sequence` (`subscribe`, `read_all`): `Err` when it is not an
+/// integer >= 0.
+fn from_sequence(b: &Obj<'_>) -> Result<Option<u64>, ()> {
+    optional(b, "from_sequence")
+        .map(|v| uint(v.get()).ok_or(()))
+        .transpose()
+}
+
+/// `max_count`: default 1,000; any integer >= 0, above 10,000 counting as
+/// 10,000.
+fn max_count(b: &Obj<'_>) -> Result<u64, ()> {
+    match optional(b, "max_count") {
+        None => Ok(1_000),
+        Some(v) if v.get() == "-0" => Ok(0),
+        Some(v) if v.get().bytes().all(|c| c.is_ascii_digit()) && !v.get().is_empty() => {
+            Ok(v.get().parse::<u64>().map_or(10_000, |n| n.min(10_000)))
+        }
+        Some(_) => Err(()),
+    }
+}
+
+/// Most events a filtered `read_all` looks at.
+const LOOK_LIMIT: u64 = 100_000;
+
+/// A live subscription, as the model knows it.
+#[derive(Debug)]
+struct Sub {
+    id: u64,
+    /// The `subscribe` request's `src` (decoded): whom its messages go to.
+    client: String,
+    /// The `src` of its `subscribed` reply (decoded): whom they come from.
+    node: String,
+    filter: Filter,
+    /// The first sequence number it wants (at least 1).
+    from: u64,
+}
+
+/// Which `event` messages may follow a reply line.
+enum Follow {
+    /// None.
+    Nothing,
+    /// Those of an `appended` reply: one per (new event, matching live
+    /// subscription); none for a retry.
+    Append,
+    /// Subscription `id`'s catch-up, up to `head`.
+    CatchUp { id: u64, head: u64 },
 }
 
 /// What the protocol says a line must get.
@@ -368,6 +511,10 @@ struct Session {
     seen_ids: Vec<String>,
     /// `recorded_at` values seen in replies, for the generator's `get_state`.
     seen_times: Vec<String>,
+    /// The live subscriptions, in id order.
+    subs: Vec<Sub>,
+    /// The id of the last subscription made (0: none yet).
+    last_sub: u64,
     lines: usize,
 }
 
@@ -385,6 +532,8 @@ impl Session {
             aggregates: HashSet::new(),
             seen_ids: Vec::new(),
             seen_times: Vec::new(),
+            subs: Vec::new(),
+            last_sub: 0,
             lines: 0,
         }
     }
@@ -409,11 +558,10 @@ impl Session {
         }
         let show = || String::from_utf8_lossy(line).into_owned();
 
-        // At most one reply line, ending in the only newline.
-        let newlines = out.iter().filter(|&&b| b == b'\n').count();
+        // A reply line, then `event` message lines, each ending in a newline.
         assert!(
-            newlines == 0 && out.is_empty() || newlines == 1 && out.last() == Some(&b'\n'),
-            "line {:?} produced {newlines} newlines in {:?}",
+            out.is_empty() || out.last() == Some(&b'\n'),
+            "line {:?}: output does not end in a newline: {:?}",
             show(),
             String::from_utf8_lossy(&out)
         );
@@ -445,8 +593,201 @@ impl Session {
             show(),
             String::from_utf8_lossy(&out)
         );
-        let reply = &out[..out.len() - 1];
-        self.check_reply(line, &expected, reply, head_before, head_after);
+        let mut lines = out[..out.len() - 1].split(|&b| b == b'\n');
+        let reply = lines.next().unwrap_or_default();
+        let follow = self.check_reply(line, &expected, reply, head_before, head_after);
+        let messages: Vec<&[u8]> = lines.collect();
+        self.check_messages(line, reply, &messages, follow, head_before, head_after);
+    }
+
+    /// The `event` messages after a reply: each well-formed and for a live
+    /// subscription, and together exactly those `follow` calls for.
+    fn check_messages(
+        &mut self,
+        line: &[u8],
+        reply: &[u8],
+        messages: &[&[u8]],
+        follow: Follow,
+        before: u64,
+        after: u64,
+    ) {
+        let ctx = |m: &[u8]| {
+            format!(
+                "\n  line:    {:?}\n  reply:   {:?}\n  message: {:?}",
+                String::from_utf8_lossy(line),
+                String::from_utf8_lossy(reply),
+                String::from_utf8_lossy(m)
+            )
+        };
+        let store = Arc::clone(&self.store);
+        let wanted: Vec<(u64, u64)> = match follow {
+            Follow::Nothing => Vec::new(),
+            Follow::Append => {
+                let mut pairs = Vec::new();
+                for seq in before + 1..=after {
+                    let e = store.event(SequenceNumber(seq)).unwrap();
+                    for sub in &self.subs {
+                        if seq >= sub.from && sub.filter.matches(e.aggregate_id(), e.event_type()) {
+                            pairs.push((sub.id, seq));
+                        }
+                    }
+                }
+                pairs
+            }
+            Follow::CatchUp { id, head } => {
+                let sub = self.subs.iter().find(|s| s.id == id).unwrap();
+                (sub.from..=head)
+                    .filter(|&seq| {
+                        let e = store.event(SequenceNumber(seq)).unwrap();
+                        sub.filter.matches(e.aggregate_id(), e.event_type())
+                    })
+                    .map(|seq| (id, seq))
+                    .collect()
+            }
+        };
+        let mut got = Vec::with_capacity(messages.len());
+        for &m in messages {
+            got.push(self.check_message(m, &|| ctx(m)));
+        }
+        if got != wanted {
+            let first = got.iter().zip(&wanted).position(|(g, w)| g != w);
+            panic!(
+                "event messages (subscription, sequence number): got {} {:?}, want {} {:?} (first difference at {first:?}){}",
+                got.len(),
+                &got[..got.len().min(20)],
+                wanted.len(),
+                &wanted[..wanted.len().min(20)],
+                ctx(b"")
+            );
+        }
+    }
+
+    /// One `event` message: its shape, its subscription, its event.
+    /// Returns (subscription, sequence number).
+    fn check_message(&mut self, m: &[u8], ctx: &dyn Fn() -> String) -> (u64, u64) {
+        serde_json::from_slice::<IgnoredAny>(m)
+            .unwrap_or_else(|e| panic!("event message is not JSON ({e}){}", ctx()));
+        let top = Obj::parse(m).unwrap_or_else(|| panic!("event message not an object{}", ctx()));
+        assert_eq!(
+            top.keys(),
+            ["src", "dest", "body"],
+            "event message envelope keys{}",
+            ctx()
+        );
+        let body = Obj::parse(top.get("body").unwrap().get().as_bytes())
+            .unwrap_or_else(|| panic!("event message body is not an object{}", ctx()));
+        assert_eq!(
+            body.keys(),
+            ["type", "subscription", "event"],
+            "event message body keys{}",
+            ctx()
+        );
+        assert_eq!(
+            body.string("type").as_deref(),
+            Some("event"),
+            "event message type{}",
+            ctx()
+        );
+        let id = body
+            .u64("subscription")
+            .unwrap_or_else(|| panic!("event message subscription is not a u64{}", ctx()));
+        let sub = self
+            .subs
+            .iter()
+            .find(|s| s.id == id)
+            .unwrap_or_else(|| panic!("event message of subscription {id}, not live{}", ctx()));
+        let string = |key: &str| serde_json::from_str::<String>(top.get(key).unwrap().get()).ok();
+        assert_eq!(
+            string("dest").as_ref(),
+            Some(&sub.client),
+            "event message not to the subscriber{}",
+            ctx()
+        );
+        assert_eq!(
+            string("src").as_ref(),
+            Some(&sub.node),
+            "event message not from the subscribed reply's src{}",
+            ctx()
+        );
+        let event = Obj::parse(body.get("event").unwrap().get().as_bytes())
+            .unwrap_or_else(|| panic!("event message event is not an object{}", ctx()));
+        let seq = event
+            .u64("sequence_number")
+            .unwrap_or_else(|| panic!("event message sequence_number{}", ctx()));
+        let (from, filter) = (sub.from, sub.filter.clone());
+        self.check_event(&event, seq, ctx);
+        assert!(
+            seq >= from,
+            "event {seq} before the subscription's first {from}{}",
+            ctx()
+        );
+        let stored = self.store.event(SequenceNumber(seq)).unwrap();
+        assert!(
+            filter.matches(stored.aggregate_id(), stored.event_type()),
+            "event {seq} does not match the subscription's filter {filter:?}{}",
+            ctx()
+        );
+        (id, seq)
+    }
+
+    /// An event object of a reply or message against the stored event `seq`.
+    fn check_event(&mut self, e: &Obj<'_>, seq: u64, ctx: &dyn Fn() -> String) {
+        self.note_event(e);
+        let stored = self
+            .store
+            .event(SequenceNumber(seq))
+            .unwrap_or_else(|| panic!("event {seq} is not stored{}", ctx()));
+        assert_eq!(
+            e.u64("sequence_number"),
+            Some(seq),
+            "sequence_number{}",
+            ctx()
+        );
+        assert_eq!(
+            e.string("event_id"),
+            Some(stored.id().to_string()),
+            "event {seq}: event_id{}",
+            ctx()
+        );
+        assert_eq!(
+            e.string("aggregate_id").as_deref(),
+            Some(stored.aggregate_id()),
+            "event {seq}: aggregate_id{}",
+            ctx()
+        );
+        assert_eq!(
+            e.u64("version"),
+            Some(stored.version().0),
+            "event {seq}: version{}",
+            ctx()
+        );
+        assert_eq!(
+            e.string("event_type").as_deref(),
+            Some(stored.event_type()),
+            "event {seq}: event_type{}",
+            ctx()
+        );
+        let same_json = |got: Option<&RawValue>, want: Option<&str>| match (got, want) {
+            (None, None) => true,
+            (Some(g), Some(w)) => {
+                g.get() == w
+                    || matches!(
+                        (serde_json::from_str::<Value>(g.get()), serde_json::from_str::<Value>(w)),
+                        (Ok(a), Ok(b)) if a == b
+                    )
+            }
+            _ => false,
+        };
+        assert!(
+            same_json(e.get("event_data"), Some(stored.data())),
+            "event {seq}: event_data{}",
+            ctx()
+        );
+        assert!(
+            same_json(e.get("metadata"), stored.metadata()),
+            "event {seq}: metadata{}",
+            ctx()
+        );
     }
 
     fn check_reply(
@@ -456,7 +797,7 @@ impl Session {
         reply: &[u8],
         before: u64,
         after: u64,
-    ) {
+    ) -> Follow {
         let ctx = || {
             format!(
                 "\n  line:  {:?}\n  reply: {:?}",
@@ -536,7 +877,12 @@ impl Session {
             "replayed" => &["aggregate_id", "events_replayed", "state"],
             "state" => &["aggregate_id", "timestamp", "state"],
             "stream_read" => &["aggregate_id", "version", "events"],
+            "all_read" if body.get("next_sequence").is_some() => {
+                &["events", "next_sequence", "head"]
+            }
             "all_read" => &["events", "head"],
+            "subscribed" => &["subscription", "head"],
+            "unsubscribed" => &["subscription"],
             "init_ok" => &[],
             _ => &["code", "text"],
         };
@@ -544,7 +890,7 @@ impl Session {
         if rtype == "error" {
             let code = body.u64("code");
             assert!(
-                matches!(code, Some(10 | 12 | 20 | 22)),
+                matches!(code, Some(10 | 11 | 12 | 20 | 22)),
                 "error code {code:?}{}",
                 ctx()
             );
@@ -555,8 +901,20 @@ impl Session {
             );
         }
 
+        // What may follow: the model needs the request of a subscription
+        // reply (the node refuses what the oracle cannot read).
+        let follow = match rtype.as_str() {
+            "appended" => Follow::Append,
+            _ => Follow::Nothing,
+        };
+        let readable = matches!(expected, Expect::Reply(Request { body: Some(_), .. }));
+        assert!(
+            readable || !matches!(rtype.as_str(), "subscribed" | "unsubscribed"),
+            "a {rtype} reply to a request the protocol refuses{}",
+            ctx()
+        );
         let Expect::Reply(req) = expected else {
-            return;
+            return follow;
         };
         // `init` names the node, its own reply included.
         if rtype == "init_ok" {
@@ -607,9 +965,10 @@ impl Session {
                 ctx()
             );
         }
-        let Some(rb) = &req.body else { return };
+        let Some(rb) = &req.body else { return follow };
         if rtype == "error" {
-            return;
+            self.check_error(rb, &body, &ctx);
+            return follow;
         }
         let Some(qtype) = rb.string("type") else {
             panic!(
@@ -624,7 +983,152 @@ impl Session {
             "{qtype} answered with {rtype}{}",
             ctx()
         );
-        self.check_against_store(rb, &body, &rtype, before, after, &ctx);
+        match rtype.as_str() {
+            "subscribed" => {
+                let node = serde_json::from_str::<String>(top.get("src").unwrap().get())
+                    .unwrap_or_else(|_| panic!("subscribed src{}", ctx()));
+                let client = serde_json::from_str::<String>(req.src.get())
+                    .unwrap_or_else(|_| panic!("subscribe src{}", ctx()));
+                self.subscribed(rb, &body, node, client, before, after, &ctx)
+            }
+            "unsubscribed" => {
+                self.unsubscribed(rb, &body, &ctx);
+                follow
+            }
+            _ => {
+                self.check_against_store(rb, &body, &rtype, before, after, &ctx);
+                follow
+            }
+        }
+    }
+
+    /// A `subscribed` reply: the next id, the head, a valid request; the
+    /// model gains the subscription.
+    #[allow(clippy::too_many_arguments)]
+    fn subscribed(
+        &mut self,
+        req: &Obj<'_>,
+        body: &Obj<'_>,
+        node: String,
+        client: String,
+        before: u64,
+        after: u64,
+        ctx: &dyn Fn() -> String,
+    ) -> Follow {
+        let filter = Filter::of(req)
+            .unwrap_or_else(|field| panic!("subscribed despite a bad {field}{}", ctx()))
+            .unwrap_or_default();
+        let from = from_sequence(req)
+            .unwrap_or_else(|_| panic!("subscribed despite a bad from_sequence{}", ctx()));
+        assert!(
+            self.subs.len() < 1_000,
+            "a 1,001st live subscription{}",
+            ctx()
+        );
+        let id = body.u64("subscription");
+        assert_eq!(id, Some(self.last_sub + 1), "subscription id{}", ctx());
+        let head = body.u64("head");
+        assert_eq!(head, Some(before), "subscribed head{}", ctx());
+        assert_eq!(after, before, "subscribe moved the head{}", ctx());
+        let id = self.last_sub + 1;
+        self.last_sub = id;
+        self.subs.push(Sub {
+            id,
+            client,
+            node,
+            filter,
+            // 0 and 1 both mean the first event; none: only new events.
+            from: from.map_or(before + 1, |f| f.max(1)),
+        });
+        Follow::CatchUp { id, head: before }
+    }
+
+    /// An `unsubscribed` reply: a live subscription, the one asked for; the
+    /// model loses it.
+    fn unsubscribed(&mut self, req: &Obj<'_>, body: &Obj<'_>, ctx: &dyn Fn() -> String) {
+        let id = body
+            .u64("subscription")
+            .unwrap_or_else(|| panic!("unsubscribed subscription{}", ctx()));
+        assert_eq!(
+            optional(req, "subscription").and_then(|v| uint(v.get())),
+            Some(id),
+            "unsubscribed names another subscription than asked{}",
+            ctx()
+        );
+        let at = self
+            .subs
+            .iter()
+            .position(|s| s.id == id)
+            .unwrap_or_else(|| panic!("unsubscribed a subscription that is not live{}", ctx()));
+        self.subs.remove(at);
+    }
+
+    /// An error reply to a readable request: errors 11 and 20 only where
+    /// the protocol has them; `subscribe`, `unsubscribe` and filtered reads
+    /// refused exactly when the protocol says.
+    fn check_error(&self, req: &Obj<'_>, body: &Obj<'_>, ctx: &dyn Fn() -> String) {
+        let code = body.u64("code");
+        let text = body.string("text").unwrap_or_default();
+        // The msg_id is checked first; its error says nothing of the rest.
+        let msg_id_error = code == Some(12) && text.starts_with("msg_id");
+        let qtype = req.string("type");
+        let full = self.subs.len() >= 1_000;
+        match qtype.as_deref() {
+            Some("subscribe") => {
+                let valid = Filter::of(req).is_ok() && from_sequence(req).is_ok();
+                if code == Some(11) {
+                    assert!(
+                        full,
+                        "error 11 with {} live subscriptions{}",
+                        self.subs.len(),
+                        ctx()
+                    );
+                }
+                if valid && !msg_id_error {
+                    assert!(
+                        full && code == Some(11),
+                        "a valid subscribe refused{}",
+                        ctx()
+                    );
+                }
+                if !valid {
+                    assert!(
+                        code == Some(12),
+                        "a bad subscribe got error {code:?}{}",
+                        ctx()
+                    );
+                }
+            }
+            Some("unsubscribe") if !msg_id_error => {
+                match optional(req, "subscription").map(|v| uint(v.get())) {
+                    Some(Some(id)) => {
+                        assert!(
+                            !self.subs.iter().any(|s| s.id == id),
+                            "unsubscribe of live subscription {id} refused{}",
+                            ctx()
+                        );
+                        assert_eq!(code, Some(20), "unsubscribe of unknown {id}{}", ctx());
+                    }
+                    _ => assert_eq!(code, Some(12), "unsubscribe without an id{}", ctx()),
+                }
+            }
+            Some("read_all") => {
+                if Filter::of(req).is_err() {
+                    assert_eq!(code, Some(12), "read_all with a bad filter{}", ctx());
+                }
+                assert!(
+                    code != Some(11) && code != Some(20),
+                    "read_all error{}",
+                    ctx()
+                );
+            }
+            Some("read_snapshot") => assert!(code != Some(11), "read_snapshot error 11{}", ctx()),
+            _ => assert!(
+                code != Some(11) && code != Some(20),
+                "error {code:?} to a {qtype:?}{}",
+                ctx()
+            ),
+        }
     }
 
     fn check_against_store(
@@ -642,6 +1146,8 @@ impl Session {
         if let Some(a) = &agg
             && rtype != "appended"
             && rtype != "all_read"
+            && rtype != "subscribed"
+            && rtype != "unsubscribed"
             && rtype != "init_ok"
             && rtype != "concurrency_error"
         {
@@ -796,17 +1302,60 @@ impl Session {
             }
             "all_read" => {
                 assert_eq!(body.u64("head"), Some(after), "all_read head{}", ctx());
+                assert_eq!(after, before, "read_all moved the head{}", ctx());
                 let events: Vec<Obj<'_>> = serde_json::from_str(body.get("events").unwrap().get())
                     .unwrap_or_else(|_| panic!("events{}", ctx()));
-                let from = req.u64("from_sequence").unwrap_or(1).max(1);
-                for (i, e) in events.iter().enumerate() {
-                    assert_eq!(
-                        e.u64("sequence_number"),
-                        Some(from + i as u64),
-                        "all_read seq{}",
-                        ctx()
-                    );
-                    self.note_event(e);
+                let filter = Filter::of(req)
+                    .unwrap_or_else(|field| panic!("all_read despite a bad {field}{}", ctx()));
+                let from = from_sequence(req)
+                    .unwrap_or_else(|_| panic!("all_read despite a bad from_sequence{}", ctx()))
+                    .unwrap_or(1)
+                    .max(1);
+                let max = max_count(req)
+                    .unwrap_or_else(|_| panic!("all_read despite a bad max_count{}", ctx()));
+                assert_eq!(
+                    body.get("next_sequence").is_some(),
+                    filter.is_some(),
+                    "next_sequence comes exactly with a filter{}",
+                    ctx()
+                );
+                let (wanted, next): (Vec<u64>, Option<u64>) = match &filter {
+                    None => {
+                        let n = if from > after {
+                            0
+                        } else {
+                            (after - from + 1).min(max)
+                        };
+                        ((from..from + n).collect(), None)
+                    }
+                    // The naive scan.
+                    Some(f) => {
+                        let (mut found, mut looked) = (Vec::new(), 0);
+                        let mut seq = from;
+                        while (found.len() as u64) < max && seq <= after && looked < LOOK_LIMIT {
+                            let e = store.event(SequenceNumber(seq)).unwrap();
+                            if f.matches(e.aggregate_id(), e.event_type()) {
+                                found.push(seq);
+                            }
+                            looked += 1;
+                            seq += 1;
+                        }
+                        (found, Some(from + looked))
+                    }
+                };
+                let got: Vec<u64> = events
+                    .iter()
+                    .map(|e| e.u64("sequence_number").unwrap_or(0))
+                    .collect();
+                assert_eq!(got, wanted, "all_read page ({filter:?}){}", ctx());
+                assert_eq!(
+                    body.u64("next_sequence"),
+                    next,
+                    "all_read next_sequence ({filter:?}){}",
+                    ctx()
+                );
+                for (e, seq) in events.iter().zip(wanted) {
+                    self.check_event(e, seq, ctx);
                 }
             }
             _ => {}
@@ -938,12 +1487,18 @@ struct Generator<'a> {
     msg_id: u64,
 }
 
+/// The valid aggregate ids come first.
+const VALID_AGGREGATES: usize = 9;
 const AGGREGATES: &[&str] = &[
     r#""a""#,
     r#""b""#,
     r#""a""#,
     r#""c""#,
     r#""ab""#,
+    r#""user-1""#,
+    r#""user""#,
+    r#""users-1""#,
+    r#""user-eu-1""#,
     r#""a\u0062""#,
     r#""ü""#,
     r#""x\"y""#,
@@ -1047,6 +1602,49 @@ const HOSTILE_UINTS: &[&str] = &[
     "-0",
     "0",
 ];
+/// Filter values: valid ones, then hostile ones (`null` is "not given").
+const CATEGORIES: &[&str] = &[
+    r#""user""#,
+    r#""a""#,
+    r#""user-eu""#,
+    r#""ab""#,
+    r#""\u0075ser""#,
+    r#""us""#,
+    r#""user-""#,
+    r#""b""#,
+];
+const HOSTILE_CATEGORIES: &[&str] = &[
+    r#""""#,
+    "7",
+    r#"["user"]"#,
+    "true",
+    "{}",
+    "null",
+    r#""\ud800""#,
+    r#""user\u0000""#,
+];
+const HOSTILE_AGGREGATE_FILTERS: &[&str] = &[r#""""#, "5", "[]", r#"{"a":1}"#, "null", "false"];
+const EVENT_TYPE_FILTERS: &[&str] = &[
+    r#"["T"]"#,
+    r#"["Created","Renamed"]"#,
+    r#"["T","T"]"#,
+    r#"["Renamed"]"#,
+    r#"[""]"#,
+    r#"["t\u00e9"]"#,
+    r#"["Created","x"]"#,
+    r#"["\u0054"]"#,
+];
+const HOSTILE_EVENT_TYPE_FILTERS: &[&str] = &[
+    "[]",
+    r#""T""#,
+    "[1]",
+    r#"["T",null]"#,
+    "{}",
+    "0",
+    "null",
+    r#"["\ud800"]"#,
+    r#"[["T"]]"#,
+];
 const MUTATION_BYTES: &[u8] = b"{}[]\",:\\ \t\r0-1aZ\x00\xff\xc3";
 
 impl<'a> Generator<'a> {
@@ -1083,7 +1681,7 @@ impl<'a> Generator<'a> {
     }
 
     fn next_line(&mut self, s: &Session) -> Vec<u8> {
-        let op = self.byte() % 16;
+        let op = self.byte() % 18;
         let line = match op {
             13 | 14 if !self.history.is_empty() => {
                 let i = self.byte() as usize % self.history.len();
@@ -1181,7 +1779,7 @@ impl<'a> Generator<'a> {
 
     fn aggregate(&mut self) -> &'static str {
         if self.valid() {
-            self.pick(&AGGREGATES[..5])
+            self.pick(&AGGREGATES[..VALID_AGGREGATES])
         } else {
             self.pick(AGGREGATES)
         }
@@ -1202,7 +1800,7 @@ impl<'a> Generator<'a> {
     }
 
     fn uuid(&mut self, s: &Session) -> String {
-        if !s.seen_ids.is_empty() && self.byte() % 2 == 0 {
+        if !s.seen_ids.is_empty() && self.byte().is_multiple_of(2) {
             let i = self.byte() as usize % s.seen_ids.len();
             return s.seen_ids[s.seen_ids.len() - 1 - i].clone();
         }
@@ -1294,7 +1892,7 @@ impl<'a> Generator<'a> {
                 format!(r#"{{"type":"replay",{msg_id}"aggregate_id":{agg}{u}}}"#)
             }
             9 => {
-                let t = if !s.seen_times.is_empty() && self.byte() % 2 == 0 {
+                let t = if !s.seen_times.is_empty() && self.byte().is_multiple_of(2) {
                     let i = self.byte() as usize % s.seen_times.len();
                     s.seen_times[i].clone()
                 } else {
@@ -1317,10 +1915,59 @@ impl<'a> Generator<'a> {
             }
             11 => {
                 let f = self.reads();
+                let filters = if self.byte().is_multiple_of(2) {
+                    self.filters()
+                } else {
+                    String::new()
+                };
                 format!(
-                    r#"{{"type":"read_all",{msg_id}"x":0{}}}"#,
+                    r#"{{"type":"read_all",{msg_id}"x":0{}{filters}}}"#,
                     f.replace("from_", "from_sequence")
                 )
+            }
+            15 | 16 => {
+                let head = s.store.head().0;
+                let from = match self.byte() % 8 {
+                    0 | 1 => String::new(),
+                    2 => ",\"from_sequence\":0".to_owned(),
+                    3 => ",\"from_sequence\":1".to_owned(),
+                    4 => format!(",\"from_sequence\":{head}"),
+                    5 => format!(",\"from_sequence\":{}", head + 1),
+                    6 => format!(
+                        ",\"from_sequence\":{}",
+                        head.saturating_sub(self.byte() as u64 % 4)
+                    ),
+                    _ if self.valid() => format!(",\"from_sequence\":{}", head + 2),
+                    _ => format!(",\"from_sequence\":{}", self.pick(HOSTILE_UINTS)),
+                };
+                let filters = if !self.byte().is_multiple_of(4) {
+                    self.filters()
+                } else {
+                    String::new()
+                };
+                // The order of the fields varies.
+                if self.byte().is_multiple_of(2) {
+                    format!(r#"{{{msg_id}"type":"subscribe"{from}{filters}}}"#)
+                } else {
+                    format!(r#"{{"type":"subscribe",{msg_id}"x":0{filters}{from}}}"#)
+                }
+            }
+            17 => {
+                let id = match self.byte() % 8 {
+                    0..=3 if !s.subs.is_empty() => {
+                        let i = self.byte() as usize % s.subs.len();
+                        s.subs[i].id.to_string()
+                    }
+                    0..=4 => s.last_sub.to_string(),
+                    5 => (s.last_sub + 1).to_string(),
+                    6 => "0".to_owned(),
+                    _ => self.pick(HOSTILE_UINTS).to_owned(),
+                };
+                if self.valid() {
+                    format!(r#"{{{msg_id}"type":"unsubscribe","subscription":{id}}}"#)
+                } else {
+                    format!(r#"{{"type":"unsubscribe",{msg_id}"x":0}}"#)
+                }
             }
             _ => {
                 if self.valid() {
@@ -1341,12 +1988,47 @@ impl<'a> Generator<'a> {
                 r#","zzz":{"y":[null]}}"#,
                 r#","type":"read_all"}"#,
                 r#","aggregate_id":"b"}"#,
+                r#","category":"a"}"#,
+                r#","event_types":["T"]}"#,
+                r#","subscription":1}"#,
                 r#","\udc00":1}"#,
                 r#","zz":"\ud800"}"#,
                 r#","\ud83d\ude00":"\ud83d\ude00"}"#,
             ]);
         }
         b
+    }
+
+    /// Filter fields (`category`, `aggregate_id`, `event_types`), each
+    /// usually valid, starting with a comma.
+    fn filters(&mut self) -> String {
+        let mut f = String::new();
+        let b = self.byte();
+        if b & 1 != 0 {
+            let v = if self.valid() {
+                self.pick(CATEGORIES)
+            } else {
+                self.pick(HOSTILE_CATEGORIES)
+            };
+            f += &format!(r#","category":{v}"#);
+        }
+        if b & 2 != 0 {
+            let v = if self.valid() {
+                self.pick(&AGGREGATES[..VALID_AGGREGATES])
+            } else {
+                self.pick(HOSTILE_AGGREGATE_FILTERS)
+            };
+            f += &format!(r#","aggregate_id":{v}"#);
+        }
+        if b & 4 != 0 {
+            let v = if self.valid() {
+                self.pick(EVENT_TYPE_FILTERS)
+            } else {
+                self.pick(HOSTILE_EVENT_TYPE_FILTERS)
+            };
+            f += &format!(r#","event_types":{v}"#);
+        }
+        f
     }
 
     /// `from_` and `max_count` fields of a read.
