@@ -79,6 +79,8 @@ mod aggregate;
 mod recent;
 mod versions;
 
+use versions::VersionIndex;
+
 pub use aggregate::Aggregate;
 
 /// Largest event type, data or metadata text the store accepts, in bytes
@@ -496,9 +498,6 @@ impl EventStore {
         link::link(&*self.log, self.log.chain(), node);
         let commit = self.log.commit(node);
         let count = commit.link.count;
-        for version in base + 1..=base + count {
-            commit.aggregate.versions.set(version, node);
-        }
         if self.journal.is_none() {
             // In memory, published is visible: wake subscribers (durable
             // stores wake them when a sync makes events durable).
@@ -766,16 +765,21 @@ impl EventStore {
         if from > to.0 {
             return Vec::new();
         }
+        let index = aggregate.versions.get_or_init(Box::default);
+        if index.indexed() < to.0 {
+            self.index_versions(aggregate, index, last);
+        }
         let mut out = Vec::with_capacity((to.0 - from + 1).min(1 << 16) as usize);
         let mut v = from;
         while v <= to.0 {
-            let Some(node) = aggregate.versions.get(v) else {
-                out.clear();
-                return self.walk_slice(aggregate, last, from, to);
+            let Some(node) = index.get(v) else {
+                panic!(
+                    "version {v} of {} is below the indexed prefix but not indexed",
+                    aggregate.name()
+                );
             };
             let commit = self.log.commit(node);
-            // Relaxed: the index slot was Acquire-loaded, and was stored
-            // after the node was linked (see `versions.rs`).
+            // Relaxed: the filler saw the node visible (see `versions.rs`).
             let base = commit.link.base.load(Ordering::Relaxed);
             let after = base + commit.link.count;
             assert!(
@@ -792,41 +796,33 @@ impl EventStore {
         out
     }
 
-    /// [`EventStore::stream_slice`] by walking the commits back from
-    /// `node`, the last visible one.
-    fn walk_slice(
-        &self,
-        aggregate: &Aggregate,
-        mut node: u64,
-        from: u64,
-        to: Version,
-    ) -> Vec<SequenceNumber> {
-        let mut out = Vec::new();
+    /// Extends `index` up to the version of `last` (a visible commit of
+    /// `aggregate`) by walking the commits back from it to the indexed
+    /// prefix (see `store/versions.rs`).
+    fn index_versions(&self, aggregate: &Aggregate, index: &VersionIndex, last: u64) {
+        let indexed = index.indexed();
+        let top = self.version_of(last).0;
+        let mut node = last;
         while node != link::NONE {
             let commit = self.log.commit(node);
             // Relaxed: written before the node was published as `last`,
             // which `visible` acquired (or a later node's `prev` chain).
             let base = commit.link.base.load(Ordering::Relaxed);
             let after = base + commit.link.count;
-            if after < from {
+            if after <= indexed {
                 break;
             }
-            let first = commit.first_seq();
-            for v in (base + 1..=after).rev() {
-                if (from..=to.0).contains(&v) {
-                    out.push(SequenceNumber(first + (v - base - 1)));
-                }
+            for v in (base + 1).max(indexed + 1)..=after {
+                index.set(v, node);
             }
             node = commit.link.prev.load(Ordering::Relaxed);
         }
-        out.reverse();
-        // Read side of "sequence numbers rise along the aggregate".
         assert!(
-            out.windows(2).all(|w| w[0] < w[1]),
-            "sequence numbers fell along aggregate {}",
+            top >= indexed,
+            "aggregate {} went back from version {indexed} to {top}",
             aggregate.name()
         );
-        out
+        index.raise(top);
     }
 
     /// The sequence number of the aggregate's event at `version` (≥ 1).
@@ -997,11 +993,8 @@ impl EventStore {
             expected,
             make,
         ) {
-            Ok((node, base)) => {
+            Ok((node, _)) => {
                 link::link(&*self.log, self.log.chain(), node);
-                for version in base + 1..=base + count {
-                    aggregate.versions.set(version, node);
-                }
                 for id in client.into_iter().flatten() {
                     self.index_client_id(id, node);
                 }

@@ -15,8 +15,8 @@ use super::versions::VersionIndex;
 use crate::snapshot::SnapshotRecord;
 use crate::state_cache::StateCache;
 use parking_lot::Mutex;
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, OnceLock};
 
 /// One aggregate (stream). Shared by the map and by each of its commits.
 #[derive(Debug)]
@@ -26,8 +26,8 @@ pub struct Aggregate {
     pub(crate) last: AtomicU64,
     /// The latest snapshot.
     pub(crate) snapshot: Mutex<Option<Arc<SnapshotRecord>>>,
-    /// Version → commit node, filled after each link (`versions.rs`).
-    pub(crate) versions: VersionIndex,
+    /// Version → commit node, built by readers on first use (`versions.rs`).
+    pub(crate) versions: OnceLock<Box<VersionIndex>>,
     /// Folded states kept for reads (`state_cache.rs`); appends never
     /// touch it.
     pub(crate) states: StateCache,
@@ -39,7 +39,7 @@ impl Aggregate {
             name,
             last: AtomicU64::new(crate::log::link::NONE),
             snapshot: Mutex::new(None),
-            versions: VersionIndex::default(),
+            versions: OnceLock::new(),
             states: StateCache::default(),
         }
     }

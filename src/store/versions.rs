@@ -2,13 +2,14 @@
 //! any version in O(1) instead of walking the aggregate's commits back from
 //! its last one.
 //!
-//! The index is a hint filled after the fact: an append, once its node is
-//! linked, stores the node under each version it holds. An append stopped
-//! between linking and indexing (preempted, paused) leaves a hole that a
-//! reader bridges by walking the commits (`EventStore::stream_slice`), so
-//! nobody ever waits for the index, and a version is only looked up once
-//! it is visible (at or below the aggregate's visible version), when its
-//! node is linked and sequenced.
+//! Readers build it, appenders never touch it: a reader that needs a
+//! version past the indexed prefix walks the commits back from the
+//! aggregate's last visible one down to that prefix, stores each node under
+//! its versions, then raises the prefix (`indexed`). So the first read of a
+//! long aggregate pays one walk, later reads only walk what was appended
+//! since, appends pay nothing, and an aggregate nobody reads by version
+//! has no index at all (`Aggregate::versions` is created on first use).
+//! Two readers filling the same versions store the same nodes.
 //!
 //! Storage: buckets of 1, 2, 4, … slots (bucket `b` holds versions
 //! `2^b ..= 2^(b+1) - 1`), each allocated on first use outside its
@@ -16,10 +17,11 @@
 //! stays within twice what is used and an empty aggregate costs 40 empty
 //! cells.
 //!
-//! Orderings: a slot holds `node + 1` (0: empty), stored `Release` after
-//! the node is linked; a reader `Acquire`-loads it, and so sees the node's
-//! sequencing (its first sequence number), which the storing thread saw
-//! when `link` returned.
+//! Orderings: every slot at or below `indexed` is set. A filler stores its
+//! slots, then raises `indexed` with a `Release` `fetch_max`; a reader
+//! `Acquire`-loads `indexed` and then reads slots below it (Relaxed), and
+//! so sees them and what the filler saw of their nodes (linked and
+//! sequenced: they were visible to it).
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,12 +32,15 @@ const BUCKETS: usize = 40;
 /// See the module docs.
 #[derive(Debug)]
 pub(crate) struct VersionIndex {
+    /// Every version `1..=indexed` has its slot set.
+    indexed: AtomicU64,
     buckets: [OnceLock<Box<[AtomicU64]>>; BUCKETS],
 }
 
 impl Default for VersionIndex {
     fn default() -> Self {
         VersionIndex {
+            indexed: AtomicU64::new(0),
             buckets: std::array::from_fn(|_| OnceLock::new()),
         }
     }
@@ -61,19 +66,30 @@ impl VersionIndex {
         let Some(slots) = cell.get() else {
             panic!("a OnceLock is empty right after being set");
         };
-        // Release: see the module docs.
-        slots[offset].store(node + 1, Ordering::Release);
+        // Relaxed: published by the `Release` raise of `indexed`.
+        slots[offset].store(node + 1, Ordering::Relaxed);
     }
 
-    /// The commit node holding `version`, if indexed yet.
+    /// The versions indexed so far (`1..=` it).
+    pub(crate) fn indexed(&self) -> u64 {
+        // Acquire: pairs with `raise` (see the module docs).
+        self.indexed.load(Ordering::Acquire)
+    }
+
+    /// Declares `1..=version` indexed: every slot up to it is set.
+    pub(crate) fn raise(&self, version: u64) {
+        self.indexed.fetch_max(version, Ordering::Release);
+    }
+
+    /// The commit node holding `version` (at most [`VersionIndex::indexed`]).
     pub(crate) fn get(&self, version: u64) -> Option<u64> {
         if version == 0 {
             return None;
         }
         let (bucket, offset) = locate(version);
         let slots = self.buckets.get(bucket)?.get()?;
-        // Acquire: see the module docs.
-        slots[offset].load(Ordering::Acquire).checked_sub(1)
+        // Relaxed: see `set`.
+        slots[offset].load(Ordering::Relaxed).checked_sub(1)
     }
 }
 
