@@ -2,7 +2,8 @@
 # Loom model check of the lock-free append protocol
 # (src/log/link.rs, tests/loom_link.rs).
 #
-#   scripts/loom.sh                          # all models (~25 min on 2 cores)
+#   scripts/loom.sh                          # all models (three_writers alone
+#                                            # runs > 25 min; the rest ~10 min)
 #   scripts/loom.sh stopped_                 # the six stop models (~5 min)
 #   LOOM_MAX_PREEMPTIONS=1 scripts/loom.sh   # one preemption bound for every
 #                                            # model (defaults: 2 with two

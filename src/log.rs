@@ -90,7 +90,7 @@ pub(crate) struct Log {
     next_id: CachePadded<AtomicU64>,
     index: Chunks<AtomicU64>,
     chain: Chain,
-    /// Test hook (see [`crate::store::pause`]).
+    /// Test hook (`EventStore::with_pause_hook`).
     pub(crate) pause: Option<fn(Step)>,
 }
 

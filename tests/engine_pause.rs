@@ -17,6 +17,8 @@ use std::time::Duration;
 /// Held writers wait here until released.
 static GATE: Mutex<(bool, bool)> = Mutex::new((false, false)); // (paused, released)
 static SIGNAL: Condvar = Condvar::new();
+/// The gate is shared: the tests take turns.
+static SERIAL: Mutex<()> = Mutex::new(());
 
 thread_local! {
     static STOP_AT: Cell<Option<PauseStep>> = const { Cell::new(None) };
@@ -81,6 +83,7 @@ fn check_log(store: &EventStore) {
 
 #[test]
 fn a_writer_held_at_any_step_stops_no_one() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let steps = [
         PauseStep::BeforeReserve,
         PauseStep::Reserved,
@@ -173,5 +176,81 @@ fn a_writer_held_at_any_step_stops_no_one() {
         if step != PauseStep::BeforeReserve {
             assert_eq!(e.version(), Version(2), "held at {step:?}");
         }
+    }
+}
+
+/// A writer carrying client ids, held before or after it reserves its
+/// version, while another thread submits the same batch (a client retry):
+/// the retry finishes at once (it confirms and finishes the held append, or
+/// kills it and appends itself), and the held writer, released, reports the
+/// same positions as a duplicate or as the append. Either way the ids are
+/// stored once.
+#[test]
+fn a_held_client_id_append_and_its_retry() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    for step in [
+        PauseStep::BeforeReserve,
+        PauseStep::Reserved,
+        PauseStep::BeforeLink,
+    ] {
+        *GATE.lock().unwrap() = (false, false);
+        let store = Arc::new(EventStore::with_pause_hook(hook));
+        append(&store, "a", 0);
+        let ids = [
+            eventstore::EventId::from_u128(0x1111),
+            eventstore::EventId::from_u128(0x2222),
+        ];
+        let submit = move |store: &EventStore| {
+            let (d1, d2) = (data(1), data(2));
+            store
+                .append(
+                    "a",
+                    ExpectedVersion::Exact(Version(1)),
+                    &[
+                        NewEvent::new("T", &d1).with_id(ids[0]),
+                        NewEvent::new("T", &d2).with_id(ids[1]),
+                    ],
+                )
+                .unwrap()
+        };
+        let held = {
+            let store = Arc::clone(&store);
+            thread::spawn(move || {
+                STOP_AT.with(|s| s.set(Some(step)));
+                submit(&store)
+            })
+        };
+        {
+            let mut gate = GATE.lock().unwrap();
+            while !gate.0 {
+                gate = SIGNAL.wait(gate).unwrap();
+            }
+        }
+        let retry = {
+            let store = Arc::clone(&store);
+            must_finish(
+                &format!("a retry with the writer held at {step:?}"),
+                move || submit(&store),
+            )
+        };
+        {
+            let mut gate = GATE.lock().unwrap();
+            gate.1 = true;
+            SIGNAL.notify_all();
+        }
+        let first = held.join().unwrap();
+        let (a, b): (Vec<_>, Vec<_>) = (
+            first.positions.iter().collect(),
+            retry.positions.iter().collect(),
+        );
+        assert_eq!(a, b, "held at {step:?}");
+        assert_eq!(first.version, Version(3));
+        assert_eq!(retry.version, Version(3));
+        assert!(
+            first.duplicate != retry.duplicate,
+            "exactly one appended ({step:?})"
+        );
+        assert_eq!(store.head(), SequenceNumber(3));
+        check_log(&store);
     }
 }

@@ -229,6 +229,11 @@ impl Journal {
                 return Ok(());
             }
             if let Some(syncing) = s.syncing.try_lock() {
+                // Write what was appended while we waited, so that this
+                // one sync covers it too (the WAL syncs all it holds).
+                if let Some(_turn) = s.turn.try_lock() {
+                    s.round_and_notify();
+                }
                 // A failed WAL reports its first error here, every time.
                 let result = s.wal.sync(lsn);
                 // Released before the notification: a waiter that misses
