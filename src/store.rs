@@ -384,6 +384,8 @@ impl EventStore {
                 .max()
                 .unwrap_or(SequenceNumber::ZERO);
             journal.sync_through(last.0)?;
+            // Durable now: wake subscribers waiting for it.
+            self.published.notify();
         }
         Ok(appended)
     }
@@ -767,7 +769,7 @@ impl EventStore {
         }
         let index = aggregate.versions.get_or_init(Box::default);
         if index.indexed() < to.0 {
-            self.index_versions(aggregate, index, last);
+            self.index_versions(index, last);
         }
         let mut out = Vec::with_capacity((to.0 - from + 1).min(1 << 16) as usize);
         let mut v = from;
@@ -796,12 +798,16 @@ impl EventStore {
         out
     }
 
-    /// Extends `index` up to the version of `last` (a visible commit of
-    /// `aggregate`) by walking the commits back from it to the indexed
+    /// Extends `index` up to the version of `last` (an aggregate's visible
+    /// commit) by walking the commits back from it to the indexed
     /// prefix (see `store/versions.rs`).
-    fn index_versions(&self, aggregate: &Aggregate, index: &VersionIndex, last: u64) {
+    fn index_versions(&self, index: &VersionIndex, last: u64) {
         let indexed = index.indexed();
         let top = self.version_of(last).0;
+        if top <= indexed {
+            // Another reader, with a newer `last`, got there first.
+            return;
+        }
         let mut node = last;
         while node != link::NONE {
             let commit = self.log.commit(node);
@@ -817,11 +823,6 @@ impl EventStore {
             }
             node = commit.link.prev.load(Ordering::Relaxed);
         }
-        assert!(
-            top >= indexed,
-            "aggregate {} went back from version {indexed} to {top}",
-            aggregate.name()
-        );
         index.raise(top);
     }
 

@@ -146,6 +146,43 @@ fn a_durable_store_shows_subscribers_only_durable_events() {
     // `append` returns once durable: visible at once.
     append(&store, "a", "T");
     assert_eq!(sub.try_next().unwrap().sequence_number, SequenceNumber(2));
+    // A subscriber blocked in `next` is woken by a durable append (a
+    // watchdog turns a missed wake-up into a failure, not a hang).
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let seq = sub
+                .next()
+                .expect("a subscription never ends")
+                .sequence_number;
+            let _ = tx.send(seq);
+        });
+        std::thread::sleep(Duration::from_millis(30));
+        append(&store, "a", "T");
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(seq) => assert_eq!(seq, SequenceNumber(3)),
+            Err(_) => {
+                eprintln!("a subscriber waiting in next() was not woken by a durable append");
+                std::process::exit(1);
+            }
+        }
+    });
+    // Deferred appends made durable by `sync_to` (the group-commit path)
+    // become visible too.
+    store
+        .append_deferred("a", ExpectedVersion::Any, &[NewEvent::new("T", &data)])
+        .unwrap();
+    assert!(sub.try_next().is_none());
+    store.sync_to(store.wal_position()).unwrap();
+    assert_eq!(sub.try_next().unwrap().sequence_number, SequenceNumber(4));
+    drop(store);
+    // After a restart, everything recovered is there for subscribers.
+    let store = EventStore::open(&dir, FsyncPolicy::Always).unwrap();
+    let mut sub = store.subscribe(Some(SequenceNumber(1)), Filter::default());
+    let seen: Vec<u64> = std::iter::from_fn(|| sub.try_next())
+        .map(|e| e.sequence_number.0)
+        .collect();
+    assert_eq!(seen, [1, 2, 3, 4]);
     drop(store);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -91,6 +91,9 @@ impl Journal {
     /// event up to the log's current head (recovered from it).
     pub(crate) fn start(wal: Wal, log: Arc<Log>, ids: IdScheme) -> io::Result<Journal> {
         let head = log.head();
+        // Everything recovered is durable (the file was read back, its torn
+        // tail cut and synced): subscribers may see it.
+        wal.mark_durable_seq(head);
         let shared = Arc::new(Shared {
             wal,
             log,
@@ -195,12 +198,26 @@ impl Journal {
         Ok(())
     }
 
-    /// The highest sequence number known durable: raised by
-    /// [`Journal::sync_through`] and `EventStore::sync` once a sync covers
-    /// it (a sync made for another caller may cover it first: it then shows
-    /// at the next one).
+    /// The highest sequence number known durable: everything recovered at
+    /// start, then raised by every successful sync to what the journaller
+    /// had written (`mark_covered`), by [`Journal::sync_through`] and by
+    /// `EventStore::sync`.
     pub(crate) fn durable_seq(&self) -> u64 {
         self.shared.wal.durable_seq()
+    }
+
+    /// Raises the durable sequence number to what the journaller has
+    /// written, if the WAL is durable past it: `written_seq` first, then
+    /// `written_lsn` (both Acquire; the journaller stores them the other
+    /// way round, Release), so the position read covers the records
+    /// counted.
+    fn mark_covered(&self) {
+        let s = &self.shared;
+        let seq = s.written_seq.load(Ordering::Acquire);
+        let lsn = s.written_lsn.load(Ordering::Acquire);
+        if s.wal.durable_position() >= lsn {
+            s.wal.mark_durable_seq(seq);
+        }
     }
 
     /// Records that the appends through `seq` are durable.
@@ -226,6 +243,7 @@ impl Journal {
                 return Err(e.clone());
             }
             if s.wal.durable_position() >= lsn {
+                self.mark_covered();
                 return Ok(());
             }
             if let Some(syncing) = s.syncing.try_lock() {
@@ -241,6 +259,9 @@ impl Journal {
                 drop(syncing);
                 let _guard = s.progress.lock();
                 s.progressed.notify_all();
+                if result.is_ok() {
+                    self.mark_covered();
+                }
                 return result;
             }
             let mut guard = s.progress.lock();

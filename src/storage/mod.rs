@@ -192,10 +192,13 @@ impl EventStore {
 
     /// Makes writes up to `position` durable (no-op in memory).
     pub fn sync_to(&self, position: u64) -> Result<(), StorageError> {
-        match &self.journal {
-            Some(journal) => journal.sync_to(position),
-            None => Ok(()),
-        }
+        let Some(journal) = &self.journal else {
+            return Ok(());
+        };
+        journal.sync_to(position)?;
+        // The sync may have made events durable: wake subscribers.
+        self.published.notify();
+        Ok(())
     }
 
     fn restore(&self, record: Record<'_>) -> Result<(), String> {
