@@ -177,44 +177,26 @@ pub fn write_catch_up(
 mod tests {
     use super::*;
 
-    fn text(s: &str) -> Arc<str> {
-        Arc::from(s)
+    /// Subscribes `"c"` to everything from the first event.
+    fn add(subs: &mut Subscriptions) -> Result<Arc<Subscriber>, Full> {
+        subs.add(
+            Arc::from("\"n\""),
+            Arc::from("\"c\""),
+            Arc::default(),
+            SequenceNumber(1),
+        )
     }
 
     #[test]
     fn ids_rise_and_the_limit_holds() {
         let mut subs = Subscriptions::default();
         for i in 1..=MAX_SUBSCRIPTIONS as u64 {
-            let s = subs
-                .add(
-                    text("\"n\""),
-                    text("\"c\""),
-                    Arc::default(),
-                    SequenceNumber(1),
-                )
-                .unwrap();
-            assert_eq!(s.id, i);
+            assert_eq!(add(&mut subs).unwrap().id, i);
         }
-        assert_eq!(
-            subs.add(
-                text("\"n\""),
-                text("\"c\""),
-                Arc::default(),
-                SequenceNumber(1)
-            )
-            .unwrap_err(),
-            Full
-        );
+        assert_eq!(add(&mut subs).unwrap_err(), Full);
         assert!(subs.remove(5));
         assert!(!subs.remove(5));
-        let s = subs
-            .add(
-                text("\"n\""),
-                text("\"c\""),
-                Arc::default(),
-                SequenceNumber(1),
-            )
-            .unwrap();
+        let s = add(&mut subs).unwrap();
         assert_eq!(s.id, MAX_SUBSCRIPTIONS as u64 + 1, "ids are never reused");
     }
 }
