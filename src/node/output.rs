@@ -48,6 +48,7 @@ use crate::store::EventStore;
 use parking_lot::{Condvar, Mutex};
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// By default a batch writes out its buffered replies once they reach this
 /// size (`--reply-buffer-bytes`).
@@ -104,6 +105,10 @@ pub struct Output<W> {
     sync_wanted: Condvar,
     durable_store: bool,
     flush_bytes: usize,
+    /// `State::closed`, readable without the lock (the reader checks it
+    /// once per batch). Relaxed: a hint to stop reading; nothing is
+    /// published through it.
+    closed: AtomicBool,
 }
 
 /// What became of a write attempt.
@@ -136,16 +141,19 @@ impl<W: Write> Output<W> {
             sync_wanted: Condvar::new(),
             durable_store,
             flush_bytes: flush_bytes.max(1),
+            closed: AtomicBool::new(false),
         }
     }
 
-    /// A sink for batch `index`'s replies.
-    pub fn sink(&self, index: u64) -> BatchSink<'_, W> {
+    /// A sink for batch `index`'s replies, whose input was `input_bytes`
+    /// long (replies are about as long: the buffer starts at that size, up
+    /// to the flush size).
+    pub fn sink(&self, index: u64, input_bytes: usize) -> BatchSink<'_, W> {
         BatchSink {
             output: self,
             index,
             position: 0,
-            replies: Vec::new(),
+            replies: Vec::with_capacity(input_bytes.min(self.flush_bytes)),
             heads: Vec::new(),
             streamed: false,
             stopped: false,
@@ -155,7 +163,7 @@ impl<W: Write> Output<W> {
 
     /// Whether stdout is closed (the reader may stop reading).
     pub fn is_closed(&self) -> bool {
-        self.state.lock().closed
+        self.closed.load(Ordering::Relaxed)
     }
 
     /// A producing thread is done.
@@ -224,6 +232,7 @@ impl<W: Write> Output<W> {
             if s.next == index {
                 if position <= s.durable {
                     s.write(bytes);
+                    self.mirror_closed(&s);
                     if s.closed {
                         // Everyone waiting must learn that nothing more goes out.
                         self.turn.notify_all();
@@ -257,6 +266,7 @@ impl<W: Write> Output<W> {
             s.write(&batch.replies);
             s.next += 1;
             s.turn_wants = 0;
+            self.mirror_closed(&s);
         } else {
             let room = PENDING_BUFFERS * self.flush_bytes;
             let cost = batch.cost();
@@ -273,6 +283,13 @@ impl<W: Write> Output<W> {
             assert!(earlier.is_none(), "batch {index} finished twice");
         }
         self.release(&mut s);
+    }
+
+    /// Copies `closed` to the lock-free hint.
+    fn mirror_closed(&self, s: &State<W>) {
+        if s.closed {
+            self.closed.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Writes, in turn, every deposited batch that may be written; wakes
@@ -305,6 +322,7 @@ impl<W: Write> Output<W> {
             s.pending.clear();
             s.pending_bytes = 0;
         }
+        self.mirror_closed(s);
         // Wake the thread in turn (or waiting for room) when anything moved,
         // and the sync loop when the batch in turn needs it. (Both are a
         // plain atomic check when nobody waits.)
@@ -501,7 +519,7 @@ mod tests {
             for t in 0..threads {
                 scope.spawn(move || {
                     for i in (t..batches).step_by(threads as usize) {
-                        let mut sink = out.sink(i);
+                        let mut sink = out.sink(i, 0);
                         for reply in replies(i) {
                             sink.buffer().extend_from_slice(reply.as_bytes());
                             sink.boundary();
@@ -547,7 +565,7 @@ mod tests {
         let pipe = Pipe::new(usize::MAX);
         let out = Output::new(pipe.clone(), true, 1, 1);
         // Batch 0 at position 10: held back until synced to 10.
-        let mut sink = out.sink(0);
+        let mut sink = out.sink(0, 0);
         sink.set_position(10);
         sink.heads().extend_from_slice(b"{\"h\":0\n");
         sink.buffer().extend_from_slice(b"reply 0\n");
@@ -559,7 +577,7 @@ mod tests {
         assert_eq!(pipe.text(), "reply 0\n");
         // Batch 1 at position 20: the sync fails, its replies become
         // errors built from its heads.
-        let mut sink = out.sink(1);
+        let mut sink = out.sink(1, 0);
         sink.set_position(20);
         sink.heads().extend_from_slice(b"{\"h\":1\n{\"h\":2\n");
         sink.buffer().extend_from_slice(b"reply 1\nreply 2\n");

@@ -177,7 +177,7 @@ fn run_serial(
             if core.store().is_durable() {
                 output.synced(core.store().sync().map(|()| position));
             }
-            let mut sink = output.sink(index);
+            let mut sink = output.sink(index, batch.len());
             sink.set_position(position);
             encode_batch(core.store(), &messages, outcomes, &mut sink);
             sink.finish(false);
@@ -244,7 +244,7 @@ fn run_parallel(
     // One batch, start to finish: decode and resolve (parallel), apply (in
     // turn), encode (parallel) into the batch's sink, which writes in turn.
     let process = |index: u64, batch: Vec<u8>| {
-        let mut sink = output.sink(index);
+        let mut sink = output.sink(index, batch.len());
         let mut applied = false;
         let work = catch_unwind(AssertUnwindSafe(|| {
             let mut messages = decode_batch(&batch, max);

@@ -558,16 +558,11 @@ fn encode_fields(
         } => {
             sink.buffer().extend_from_slice(b",\"events\":[");
             let (mut found, mut last) = (0, None);
-            for seq in filter::matches(store, &filter, bounds, max_count) {
-                let out = sink.buffer();
-                if found > 0 {
-                    out.push(b',');
-                }
-                write_event(store, seq, out);
+            let matches = filter::matches(store, &filter, bounds, max_count).inspect(|seq| {
                 found += 1;
                 last = Some(seq.0);
-                sink.boundary();
-            }
+            });
+            write_events(store, matches, sink);
             let out = sink.buffer();
             out.extend_from_slice(b"],\"next_sequence\":");
             json::write_u64(out, bounds.next_sequence(max_count, found, last));
