@@ -6,7 +6,8 @@
 //! store: it reads the log, the log never pushes to it, so a slow or
 //! stopped subscriber holds up no writer and costs no memory. Waiting uses
 //! the store's event count (`notify.rs`): an append pays a fence and a load
-//! when nobody waits, and takes no lock that an append takes.
+//! when nobody waits, a futex broadcast when someone does, and never takes
+//! a lock a subscriber holds.
 //!
 //! On a durable store a subscriber sees an event only once it is durable
 //! (effects downstream must never come from events a crash could take
