@@ -1,6 +1,6 @@
 //! Workload generator for the node: writes request lines in the node's
 //! envelope format (`{"src":"client","dest":"eventstore","body":{...}}`, see
-//! PROTOCOL.md) to stdout, one per line, `msg_id` 1..=N.
+//! docs/protocol.md) to stdout, one per line, `msg_id` 1..=N.
 //!
 //! ```text
 //! cargo run --release --example workload -- --kind seed|mixed --requests N [--seed S] [--aggregates 10000]

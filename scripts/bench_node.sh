@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Node benchmark: throughput, peak memory and ping-pong latency of the
-# `eventstore` binary on the stdin/stdout protocol (PROTOCOL.md), against
+# `eventstore` binary on the stdin/stdout protocol (docs/protocol.md), against
 # `cat` as the do-nothing line-echo baseline.
 #
 #   scripts/bench_node.sh                       # 1,000,000 seed requests

@@ -6,7 +6,7 @@
 //! serde_json refuses it where it decodes a string (a `String`, a map key)
 //! but accepts it in a `RawValue`, which it never decodes.
 //!
-//! The node refuses requests holding one (PROTOCOL.md "Bad input"), but
+//! The node refuses requests holding one (docs/protocol.md "Bad input"), but
 //! text stored by earlier versions, or given to the library as a `RawValue`,
 //! may hold one, and must still load and fold. What reads escapes therefore
 //! lives here, robust to them:

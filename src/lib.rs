@@ -5,7 +5,7 @@
 //! The crate is two things: the **engine**, a thread-safe [`EventStore`]
 //! that many threads append to and read from at once, and the **node**, the
 //! `eventstore` binary speaking JSON lines on stdin/stdout (the protocol is
-//! in `PROTOCOL.md`, summarised in the README).
+//! in `docs/protocol.md`, summarised in the README).
 //!
 //! # Layout
 //!
@@ -14,6 +14,7 @@
 //! time.rs       Timestamp: microseconds, RFC 3339 format and parse
 //! ids.rs        generated event ids: a keyed permutation of the sequence number
 //! json.rs       allocation-free JSON writing helpers
+//! escapes.rs    \u escapes read without failing on lone surrogates; canonical keys
 //! hash.rs       a fast keyed hasher for the maps
 //! swar.rs       word-at-a-time byte search (newlines, JSON string ends)
 //! event.rs      NewEvent (input), Event (stored texts), RecordedEvent (with its position)
@@ -24,6 +25,7 @@
 //!   link.rs       the lock-free protocol: reserve (CAS), link (helping), head (loom-checked)
 //! store.rs      EventStore: append (no lock, no waiting), client id claims, reads
 //!   aggregate.rs  the aggregate entry: last-commit atomic, snapshot slot, state cache
+//!   versions.rs   version → commit index, built by readers (appends never touch it)
 //!   recent.rs     per-thread memo of the last aggregate looked up (spares the shard lock)
 //! notify.rs     event count: subscribers wait for the log without the log waiting
 //! subscription.rs  library subscriptions: catch-up, then live, filtered
@@ -38,8 +40,12 @@
 //!   mod.rs        opening a store; recovery on open
 //! protocol/     the sans-IO core: decode a line, apply it, encode the reply
 //!   scan.rs       validating zero-copy JSON scanner (the decode fast path)
-//!   request.rs    line → Request (borrowed, every field checked)
+//!   envelope.rs   line → raw fields (serde_json only as the fallback)
+//!   request.rs    raw fields → Request (borrowed, every field checked)
+//!   surrogates.rs lone surrogates: the cold path that names where they are
+//!   position.rs   error columns within the line
 //!   handler.rs    Request → Outcome (serial, on the store) → reply bytes
+//!   subscriptions.rs  the node's subscriptions: who gets which event message
 //! node/         plumbing: threads and pipes around the protocol core
 //!   lines.rs      splitting input into lines, skipping over-long ones
 //!   pipeline.rs   reader thread, worker pool, in-order apply

@@ -41,7 +41,8 @@ Options:
                         every reply from then on is error 13, the node reads
                         to the end of input and exits 1
   --fsync always|never  with --data-dir: `always` (default) calls fdatasync
-                        before replying (one sync per batch of requests);
+                        before replying (at most one sync per batch of
+                        requests; one sync often covers several);
                         `never` leaves flushing to the OS: faster, survives a
                         killed process but not a power loss
   -h, --help            print this help and exit

@@ -1,4 +1,4 @@
-//! PROTOCOL.md "Bad input": hostile lines never stop the node and never
+//! docs/protocol.md "Bad input": hostile lines never stop the node and never
 //! change stored data. Every case: a good append, the hostile line, then a
 //! read_all and a read_stream showing the store still holds exactly the
 //! first event.

@@ -1,4 +1,4 @@
-//! PROTOCOL.md "Bad input", for input that is valid JSON but hostile text:
+//! docs/protocol.md "Bad input", for input that is valid JSON but hostile text:
 //! lone surrogates (error 12 naming the field, `in_reply_to` kept whenever
 //! `msg_id` is readable), numbers at the edges (`-0`, beyond 2^64 - 1), a
 //! leading byte-order mark, and error positions that count within the line.

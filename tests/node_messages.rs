@@ -1,4 +1,4 @@
-//! Every message of PROTOCOL.md, its reply fields and their order.
+//! Every message of docs/protocol.md, its reply fields and their order.
 
 mod common;
 use common::*;
@@ -499,7 +499,7 @@ fn retry_of_a_batch_with_generated_ids_repeats_the_original() {
 
 #[test]
 fn retry_rule_follows_the_stored_events_not_request_boundaries() {
-    // PROTOCOL.md: a batch whose first id is in this aggregate is a retry when
+    // docs/protocol.md: a batch whose first id is in this aggregate is a retry when
     // the events that follow it there carry the batch's ids in order.
     check(
         &[
@@ -1157,7 +1157,7 @@ fn msg_id_zero_and_large_are_echoed() {
 
 #[test]
 fn unknown_extra_fields_are_ignored() {
-    // Open case: PROTOCOL.md does not forbid extra fields; Maelstrom clients add some.
+    // Open case: docs/protocol.md does not forbid extra fields; Maelstrom clients add some.
     check(
         &[
             req(

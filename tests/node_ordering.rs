@@ -1,4 +1,4 @@
-//! PROTOCOL.md "Ordering": replies in request order, the same whatever the
+//! docs/protocol.md "Ordering": replies in request order, the same whatever the
 //! number of workers (event_id / recorded_at aside), and each reply written
 //! as soon as it is ready.
 

@@ -1,4 +1,4 @@
-//! Reply memory stays bounded whatever the requests (PROTOCOL.md, "Bad
+//! Reply memory stays bounded whatever the requests (docs/protocol.md, "Bad
 //! input"): replies are written as they are made, never gathered per input
 //! read, so a burst of reads that each return 10,000 large events needs
 //! about as much memory as one of them, and their replies come out whole

@@ -1,4 +1,4 @@
-//! A disk that fills up under a durable node or store (PROTOCOL.md, "Storage
+//! A disk that fills up under a durable node or store (docs/protocol.md, "Storage
 //! failure"): every request from the failure on gets error 13 naming the
 //! cause, nothing applied but not durable is acknowledged, the node answers
 //! to the end of its input and exits 1, the library refuses every later

@@ -1,5 +1,5 @@
 //! The node's protocol, without any I/O: decode a request line, apply it to
-//! the store, encode the reply. See `PROTOCOL.md` for the contract and
+//! the store, encode the reply. See `docs/protocol.md` for the contract and
 //! [`handler`] for how the three steps are split between serial and
 //! parallel work.
 

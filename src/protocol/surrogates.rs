@@ -1,6 +1,6 @@
 //! Requests holding a lone surrogate: the cold path of decoding.
 //!
-//! PROTOCOL.md "Bad input": a string anywhere in a request (a key or a
+//! docs/protocol.md "Bad input": a string anywhere in a request (a key or a
 //! value, in any field, the envelope's included) whose escapes leave a lone
 //! surrogate (`"\ud800"` without a low-surrogate escape after it, or a lone
 //! `"\udc00"`) is error 12, with `in_reply_to` whenever `msg_id` itself is

@@ -1,5 +1,5 @@
 //! Helpers shared by the `tests/node_*.rs` integration tests of the
-//! `eventstore` binary (protocol: PROTOCOL.md).
+//! `eventstore` binary (protocol: docs/protocol.md).
 //!
 //! * [`run`] / [`run_bytes`]: run the node on some stdin, collect its replies.
 //! * [`check`]: run the node and compare every reply body with an expected
@@ -9,7 +9,7 @@
 //! * [`mask`]: blank out unpredictable values for differential comparison.
 //! * [`Session`]: an interactive node (one request, one reply, stdin open).
 //! * [`hostile`]: a hostile line between an append and two reads that show
-//!   the store unchanged (PROTOCOL.md "Bad input").
+//!   the store unchanged (docs/protocol.md "Bad input").
 
 #![allow(dead_code)]
 
@@ -385,7 +385,7 @@ pub fn read_stream(msg_id: u64, aggregate: &str) -> Value {
     json!({"type": "read_stream", "msg_id": msg_id, "aggregate_id": aggregate})
 }
 
-/// An expected event object (field order of PROTOCOL.md), `metadata` left
+/// An expected event object (field order of docs/protocol.md), `metadata` left
 /// out when `None`.
 pub fn event(
     seq: u64,
@@ -411,7 +411,7 @@ pub fn event(
 
 // ------------------------------------------------ hostile lines (Bad input)
 //
-// PROTOCOL.md "Bad input": every case is a good append, the hostile line,
+// docs/protocol.md "Bad input": every case is a good append, the hostile line,
 // then a read_all and a read_stream showing the store still holds exactly
 // the first event.
 
@@ -870,7 +870,7 @@ pub fn read_snapshot_of(s: &mut Session, aggregate: &str) -> Option<(u64, Value)
     }
 }
 
-/// The state fold of PROTOCOL.md over `data` values: a shallow merge of the
+/// The state fold of docs/protocol.md over `data` values: a shallow merge of the
 /// objects into `{}`, non-objects ignored.
 pub fn fold<'a>(data: impl IntoIterator<Item = &'a Value>) -> Value {
     let mut state = serde_json::Map::new();
