@@ -78,7 +78,7 @@ impl Commit {
     /// First sequence number (the node must be done).
     pub(crate) fn first_seq(&self) -> u64 {
         match self.link.done_end() {
-            Some(end) => end - self.link.count,
+            Some(end) => end - self.link.count(),
             None => panic!("sequence number of a commit not yet sequenced"),
         }
     }
@@ -160,7 +160,7 @@ impl Log {
         let commit = self.commit(id);
         let first = commit.first_seq();
         assert!(
-            (first..first + commit.link.count).contains(&seq),
+            (first..first + commit.link.count()).contains(&seq),
             "index entry {seq} names node {id}, which holds {first}.."
         );
         Some((commit, (seq - first) as usize))
@@ -201,8 +201,11 @@ mod tests {
     #[test]
     fn a_one_event_commit_stays_compact() {
         // Per one-event append: this arena cell (the event inline), 8 bytes
-        // of index and the event's packed text.
+        // of index and the event's packed text. Measured: event 32, link
+        // 48, commit 88, cell 96 bytes (x86_64).
+        assert!(std::mem::size_of::<Event>() <= 32);
+        assert!(std::mem::size_of::<Link>() <= 48);
         let cell = std::mem::size_of::<OnceLock<Commit>>();
-        assert!(cell <= 136, "{cell} bytes");
+        assert!(cell <= 96, "{cell} bytes");
     }
 }

@@ -499,7 +499,7 @@ impl EventStore {
     fn finish(&self, node: u64, base: u64) -> Appended {
         link::link(&*self.log, self.log.chain(), node);
         let commit = self.log.commit(node);
-        let count = commit.link.count;
+        let count = commit.link.count();
         if self.journal.is_none() {
             // In memory, published is visible: wake subscribers (durable
             // stores wake them when a sync makes events durable).
@@ -622,13 +622,7 @@ impl EventStore {
                 // In its aggregate's `last` already: it has all its claims,
                 // finish it (`settle` in link.rs confirms it). Else kill it.
                 state = if commit.aggregate.last.load(Ordering::Acquire) == other {
-                    let _ = commit.link.status.compare_exchange(
-                        link::PENDING,
-                        link::RESERVED,
-                        Ordering::AcqRel,
-                        Ordering::Acquire,
-                    );
-                    commit.link.status.load(Ordering::Acquire)
+                    link::confirm(&commit.link)
                 } else {
                     link::kill(&*self.log, other)
                 };
@@ -647,7 +641,8 @@ impl EventStore {
                         return Claim::Taken;
                     }
                 }
-                _ => {}
+                // `confirm` and `kill` return final states only.
+                state => panic!("claim of node {other} left in state {state}"),
             }
         }
     }
@@ -783,7 +778,7 @@ impl EventStore {
             let commit = self.log.commit(node);
             // Relaxed: the filler saw the node visible (see `versions.rs`).
             let base = commit.link.base.load(Ordering::Relaxed);
-            let after = base + commit.link.count;
+            let after = base + commit.link.count();
             assert!(
                 base < v && v <= after,
                 "the version index of {} sends version {v} to a commit of {}..={after}",
@@ -814,7 +809,7 @@ impl EventStore {
             // Relaxed: written before the node was published as `last`,
             // which `visible` acquired (or a later node's `prev` chain).
             let base = commit.link.base.load(Ordering::Relaxed);
-            let after = base + commit.link.count;
+            let after = base + commit.link.count();
             if after <= indexed {
                 break;
             }

@@ -147,7 +147,7 @@ fn read(s: &Shared) -> u64 {
         let node = g.link(id);
         let end = node.end.load(Ordering::Relaxed);
         assert!(
-            end != 0 && end - node.count <= seq && seq < end,
+            end != 0 && end - node.count() <= seq && seq < end,
             "seq {seq} indexed to node {id} that does not hold it"
         );
         let at = node.recorded.load(Ordering::Relaxed);
@@ -167,8 +167,13 @@ fn check_final(s: &Shared, writers: &[Writer], outcomes: &[Outcome]) {
     let mut done: Vec<(u64, u64, i64)> = (2..s.nodes.len())
         .filter_map(|i| {
             let n = &s.nodes[i];
-            n.done_end()
-                .map(|end| (end - n.count, n.count, n.recorded.load(Ordering::Relaxed)))
+            n.done_end().map(|end| {
+                (
+                    end - n.count(),
+                    n.count(),
+                    n.recorded.load(Ordering::Relaxed),
+                )
+            })
         })
         .collect();
     done.sort_unstable();
@@ -214,13 +219,13 @@ fn check_final(s: &Shared, writers: &[Writer], outcomes: &[Outcome]) {
                 .expect("visible chain holds done nodes only");
             let base = node.base.load(Ordering::Relaxed);
             if let Some((later_base, later_first)) = after {
-                assert_eq!(base + node.count, later_base, "versions not consecutive");
+                assert_eq!(base + node.count(), later_base, "versions not consecutive");
                 assert!(
                     end <= later_first,
                     "sequence numbers fell along an aggregate"
                 );
             }
-            after = Some((base, end - node.count));
+            after = Some((base, end - node.count()));
             n = node.prev.load(Ordering::Relaxed);
         }
         if let Some((base, _)) = after {

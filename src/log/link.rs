@@ -114,10 +114,9 @@ pub enum Step {
 
 /// The atomic header of a commit node.
 pub(crate) struct Link {
-    /// Events in the commit (0 only for the sentinel).
-    pub(crate) count: u64,
-    /// The writer's clock reading (microseconds), a floor for `recorded`.
-    pub(crate) clock: i64,
+    /// Events in the commit (0 only for the sentinel). `u32` so that it
+    /// shares a word with `status` (a commit is at most 2^32 - 1 events).
+    count: u32,
     pub(crate) status: AtomicU8,
     /// The aggregate's previous commit (written by the owner before the
     /// node is published as `last`).
@@ -128,23 +127,33 @@ pub(crate) struct Link {
     pub(crate) next: AtomicU64,
     /// Last sequence number + 1 once done; 0 before.
     pub(crate) end: AtomicU64,
-    /// `recorded_at` in microseconds (valid once `end` is set).
+    /// Before `end` is set: the writer's clock reading (microseconds), a
+    /// floor for `recorded_at`. Once `end` is set: `recorded_at`, i.e.
+    /// `max(clock, predecessor's recorded_at)`. One word serves both: a
+    /// helper reads either value and stores the same maximum (step 5).
     pub(crate) recorded: AtomicI64,
 }
 
 impl Link {
     /// A node of `count` events; `claims`: whether it starts `PENDING`.
     pub(crate) fn new(count: u64, clock: i64, claims: bool) -> Link {
+        let Ok(count) = u32::try_from(count) else {
+            panic!("a commit of {count} events (at most 2^32 - 1)");
+        };
         Link {
             count,
-            clock,
             status: AtomicU8::new(if claims { PENDING } else { RESERVED }),
             prev: AtomicU64::new(NONE),
             base: AtomicU64::new(0),
             next: AtomicU64::new(NONE),
             end: AtomicU64::new(0),
-            recorded: AtomicI64::new(i64::MIN),
+            recorded: AtomicI64::new(clock),
         }
+    }
+
+    /// Events in the commit.
+    pub(crate) fn count(&self) -> u64 {
+        u64::from(self.count)
     }
 
     /// The sentinel: done, nothing in it, before sequence number 1.
@@ -163,7 +172,7 @@ impl Link {
     /// The aggregate's version after this commit.
     pub(crate) fn version_after(&self) -> u64 {
         // Relaxed: written before the node was published (module docs).
-        self.base.load(Ordering::Relaxed) + self.count
+        self.base.load(Ordering::Relaxed) + self.count()
     }
 }
 
@@ -199,27 +208,28 @@ impl Chain {
     }
 }
 
-/// Sequences `x`, linked right after the done node `t` (by anyone).
-/// `false`: the test hook stopped this thread.
-fn sequence<G: Graph>(g: &G, t: u64, x: u64) -> bool {
-    let pred = g.link(t);
+/// Sequences `x` (`node`), linked right after the done node `t` (`pred`),
+/// by anyone. `false`: the test hook stopped this thread.
+fn sequence<G: Graph>(g: &G, t: u64, pred: &Link, x: u64, node: &Link) -> bool {
     let Some(first) = pred.done_end() else {
         panic!("node {x} linked after node {t}, which is not done");
     };
     // Relaxed: `recorded` was written before `pred.end`'s Release, which the
     // Acquire in `done_end` just read.
     let floor = pred.recorded.load(Ordering::Relaxed);
-    let node = g.link(x);
-    let end = first + node.count;
+    let end = first + node.count();
     if let Some(done) = node.done_end() {
         // Someone finished it: do not write its lines again.
         assert_eq!(done, end, "node {x} sequenced differently");
         return true;
     }
-    // Relaxed: every helper stores this same value; published by `end`.
-    node.recorded
-        .store(node.clock.max(floor), Ordering::Relaxed);
-    g.publish(x, first, node.count);
+    // Relaxed: `recorded` holds the writer's clock until a helper stores
+    // `max(clock, floor)`; either way this load gives that same maximum
+    // (the stored value is ≥ the clock and ≥ `floor`), so every helper
+    // stores one value. Published by `end`.
+    let own = node.recorded.load(Ordering::Relaxed);
+    node.recorded.store(own.max(floor), Ordering::Relaxed);
+    g.publish(x, first, node.count());
     if g.pause(Step::BeforeDone) {
         return false;
     }
@@ -237,20 +247,25 @@ fn sequence<G: Graph>(g: &G, t: u64, x: u64) -> bool {
 /// Makes node `n` done: links it into the global log (unless someone has)
 /// and sequences it, finishing any node linked before it.
 pub(crate) fn link<G: Graph>(g: &G, chain: &Chain, n: u64) {
-    if g.link(n).done_end().is_some() {
+    // Each node is looked up once per use (the arena lookup is most of the
+    // cost of this loop when nobody contends).
+    let me = g.link(n);
+    if me.done_end().is_some() {
         return;
     }
     assert_eq!(
-        g.link(n).status.load(Ordering::Acquire),
+        me.status.load(Ordering::Acquire),
         RESERVED,
         "node {n} linked without being reserved"
     );
     loop {
         // Acquire (tail, next): see the nodes' fields (module docs).
         let t = chain.tail.load(Ordering::Acquire);
-        let next = g.link(t).next.load(Ordering::Acquire);
+        let tail = g.link(t);
+        let next = tail.next.load(Ordering::Acquire);
         if next != NONE {
-            if !sequence(g, t, next) {
+            let other = if next == n { me } else { g.link(next) };
+            if !sequence(g, t, tail, next, other) {
                 return;
             }
             // Whoever wins swings it; a loser finds it swung.
@@ -261,13 +276,13 @@ pub(crate) fn link<G: Graph>(g: &G, chain: &Chain, n: u64) {
         }
         // The tail passed `n` only after `n` was done; and `n` linked but
         // not done would be `t.next` (it is never linked elsewhere).
-        if g.link(n).done_end().is_some() {
+        if me.done_end().is_some() {
             return;
         }
         if g.pause(Step::BeforeLink) {
             return;
         }
-        if g.link(t)
+        if tail
             .next
             .compare_exchange(NONE, n, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
@@ -275,7 +290,7 @@ pub(crate) fn link<G: Graph>(g: &G, chain: &Chain, n: u64) {
             if g.pause(Step::Linked) {
                 return;
             }
-            if !sequence(g, t, n) || g.pause(Step::Done) {
+            if !sequence(g, t, tail, n, me) || g.pause(Step::Done) {
                 return;
             }
             let _ = chain
@@ -343,10 +358,7 @@ fn settle<G: Graph>(g: &G, chain: &Chain, last: &AtomicU64) -> Option<u64> {
         }
         // A `PENDING` node in `last` has all its claims: finish it for its
         // owner. `FAILED` (killed by a competitor for an id): roll back.
-        let _ =
-            node.status
-                .compare_exchange(PENDING, RESERVED, Ordering::AcqRel, Ordering::Acquire);
-        if node.status.load(Ordering::Acquire) == FAILED {
+        if confirm(node) == FAILED {
             let prev = node.prev.load(Ordering::Relaxed);
             let _ = last.compare_exchange(p, prev, Ordering::AcqRel, Ordering::Relaxed);
             continue;
@@ -415,14 +427,33 @@ pub(crate) fn reserve<G: Graph>(
             return Err((Refused::Stopped, made));
         }
         // Claims: confirm (or find killed, and roll back ourselves).
-        let _ =
-            node.status
-                .compare_exchange(PENDING, RESERVED, Ordering::AcqRel, Ordering::Acquire);
-        if node.status.load(Ordering::Acquire) == FAILED {
+        if confirm(node) == FAILED {
             let _ = last.compare_exchange(n, p, Ordering::AcqRel, Ordering::Relaxed);
             return Err((Refused::Killed, made));
         }
         return Ok((n, current));
+    }
+}
+
+/// Makes a `PENDING` node `RESERVED` unless a competitor killed it first,
+/// and returns its final state (`RESERVED` or `FAILED`). Only a node that
+/// is its aggregate's `last` may be confirmed (it then has all its claims).
+/// A node without claims starts `RESERVED`: one load, no CAS (a failing
+/// CAS would still take its cache line exclusively).
+pub(crate) fn confirm(node: &Link) -> u8 {
+    // Acquire: as every `status` load (module docs).
+    let state = node.status.load(Ordering::Acquire);
+    if state != PENDING {
+        return state;
+    }
+    // AcqRel: decides who may link (module docs); a failure returns the
+    // final state another thread set.
+    match node
+        .status
+        .compare_exchange(PENDING, RESERVED, Ordering::AcqRel, Ordering::Acquire)
+    {
+        Ok(_) => RESERVED,
+        Err(state) => state,
     }
 }
 

@@ -697,10 +697,13 @@ fn source_text(source: &ReplySource, dest: Option<crate::types::JsonText<'_>>) -
 }
 
 fn encode_appended(store: &EventStore, appended: &Appended, batch: bool, out: &mut Vec<u8>) {
+    // `recorded`, not `event`: the events of an append that returned are
+    // visible (its node was done before it returned, and that happens
+    // before this encode), so there is no need to read the head again.
     if !batch {
         let seq = appended.positions.first();
         out.extend_from_slice(b",\"event_id\":\"");
-        if let Some(event) = store.event(seq) {
+        if let Some(event) = store.recorded(seq) {
             event.id().write_to(out);
         }
         out.extend_from_slice(b"\",\"sequence_number\":");
@@ -713,7 +716,7 @@ fn encode_appended(store: &EventStore, appended: &Appended, batch: bool, out: &m
             out.push(b',');
         }
         out.push(b'"');
-        if let Some(event) = store.event(seq) {
+        if let Some(event) = store.recorded(seq) {
             event.id().write_to(out);
         }
         out.push(b'"');

@@ -330,7 +330,7 @@ impl Shared {
                         panic!("journal: sequence number {seq} does not start a commit");
                     };
                     write_commit(buf, commit, seq, &self.ids);
-                    seq += commit.link.count;
+                    seq += commit.link.count();
                 }
                 assert_eq!(seq, head + 1, "journal: commits overran the head");
             });
@@ -364,8 +364,8 @@ fn write_commit(buf: &mut Vec<u8>, commit: &Commit, first: u64, ids: &IdScheme) 
     // Relaxed: published by the node's `end`, which `head` acquired.
     let base = commit.link.base.load(Relaxed);
     let recorded_at = commit.link.recorded.load(Relaxed);
-    let count = u32::try_from(commit.link.count)
-        .unwrap_or_else(|_| panic!("a commit of {} events", commit.link.count));
+    let count = u32::try_from(commit.link.count())
+        .unwrap_or_else(|_| panic!("a commit of {} events", commit.link.count()));
     let at = record::begin_append(buf, first, base + 1, count, commit.aggregate.name());
     for (i, e) in commit.events.iter().enumerate() {
         let (id, client_id) = match e.given_id() {
