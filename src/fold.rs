@@ -24,7 +24,7 @@
 //! a key and dropped it and every key after it.)
 
 use crate::escapes::canonical_key;
-use crate::protocol::scan::Scanner;
+use crate::scan::Scanner;
 use std::borrow::Cow;
 use std::collections::HashMap;
 

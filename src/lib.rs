@@ -79,33 +79,45 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod error;
-pub(crate) mod escapes;
-pub mod event;
-pub mod filter;
-pub mod fold;
-pub mod hash;
-pub mod ids;
-pub mod json;
+mod aggregate;
+mod error;
+mod escapes;
+mod event;
+mod filter;
+mod fold;
+mod hash;
+mod ids;
+mod json;
 mod log;
 pub mod node;
 mod notify;
-pub mod protocol;
-pub mod snapshot;
-mod state_cache;
-pub mod storage;
-pub mod store;
-pub mod subscription;
-pub(crate) mod swar;
-pub mod time;
-pub mod types;
+mod protocol;
+mod scan;
+mod storage;
+mod store;
+mod swar;
+mod time;
+mod types;
 
-pub use error::{AppendError, ConcurrencyError, IdConflict, InvalidAppend};
+pub use error::{AppendError, ConcurrencyError, IdConflict, InvalidAppend, StorageError};
 pub use event::{Event, NewEvent, RecordedEvent};
-pub use filter::Filter;
-pub use snapshot::{FoldPlan, Replay, Snapshot};
+pub use filter::{Filter, LOOK_LIMIT};
+pub use ids::IdScheme;
 pub use storage::{FsyncPolicy, OpenError};
-pub use store::{AllSlice, Appended, EventStore, Positions, StreamSlice};
-pub use subscription::Subscription;
+pub use store::{
+    AllSlice, Appended, EventStore, FilteredSlice, FoldPlan, MAX_EVENT_PART_BYTES, Positions,
+    Prepared, Replay, Snapshot, StreamSlice, Subscription,
+};
 pub use time::Timestamp;
 pub use types::{EventId, ExpectedVersion, JsonText, SequenceNumber, Version};
+
+/// Internals opened for the crate's own fuzz targets, examples and tests:
+/// not part of the API, not covered by semver, hidden from the docs.
+#[doc(hidden)]
+pub mod testing {
+    pub use crate::node::lines::Lines;
+    pub use crate::protocol::{Core, decode, encode};
+    pub use crate::storage::crc32c::crc32c;
+    pub use crate::storage::record;
+    pub use crate::store::PauseStep;
+}

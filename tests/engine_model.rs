@@ -17,7 +17,7 @@
 //! `EVENTSTORE_SEED=<seed>` replays just that seed (`EVENTSTORE_OPS=<n>` sets
 //! the number of operations). `EVENTSTORE_SOAK=1` runs many more seeds.
 
-use eventstore::ids::IdScheme;
+use eventstore::IdScheme;
 use eventstore::{
     AppendError, ConcurrencyError, EventId, EventStore, ExpectedVersion, IdConflict, InvalidAppend,
     NewEvent, RecordedEvent, SequenceNumber, Snapshot, Timestamp, Version,

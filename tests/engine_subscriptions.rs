@@ -5,7 +5,7 @@
 
 mod support;
 
-use eventstore::filter::LOOK_LIMIT;
+use eventstore::LOOK_LIMIT;
 use eventstore::{EventStore, ExpectedVersion, Filter, FsyncPolicy, NewEvent, SequenceNumber};
 use serde_json::value::RawValue;
 use std::time::Duration;

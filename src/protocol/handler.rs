@@ -30,11 +30,11 @@
 use super::envelope::decode;
 use super::request::{Envelope, Message, Rejection, Request, code};
 use super::subscriptions::{self, Delivery, Full, MAX_SUBSCRIPTIONS, Subscriber, Subscriptions};
+use crate::aggregate::{Aggregate, SnapshotRecord};
 use crate::error::{AppendError, ConcurrencyError};
-use crate::filter::{self, Filter, PageBounds};
+use crate::filter::{Filter, PageBounds};
 use crate::json;
-use crate::snapshot::{FoldPlan, SnapshotRecord};
-use crate::store::{Aggregate, Appended, EventStore};
+use crate::store::{Appended, EventStore, FoldPlan};
 use crate::types::{SequenceNumber, Version};
 use std::sync::Arc;
 
@@ -558,7 +558,7 @@ fn encode_fields(
         } => {
             sink.buffer().extend_from_slice(b",\"events\":[");
             let (mut found, mut last) = (0, None);
-            let matches = filter::matches(store, &filter, bounds, max_count).inspect(|seq| {
+            let matches = store.matching(&filter, bounds, max_count).inspect(|seq| {
                 found += 1;
                 last = Some(seq.0);
             });

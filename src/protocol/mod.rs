@@ -7,7 +7,6 @@ pub mod envelope;
 pub mod handler;
 mod position;
 pub mod request;
-pub(crate) mod scan;
 pub mod subscriptions;
 mod surrogates;
 
@@ -15,5 +14,5 @@ pub use envelope::decode;
 pub use handler::{
     Core, Outcome, ReplySink, ReplySource, encode, encode_error_head, finish_error, resolve,
 };
+pub use request::Message;
 pub use request::code;
-pub use request::{Message, Rejection, Request};

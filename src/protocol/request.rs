@@ -14,9 +14,10 @@
 
 use super::envelope::{Payload, RawBody, RawEvent, elements};
 use super::position::{Line, problem};
+use crate::aggregate::Aggregate;
 use crate::event::NewEvent;
 use crate::filter::Filter;
-use crate::store::{Aggregate, EventStore, Prepared};
+use crate::store::{EventStore, Prepared};
 use crate::time::Timestamp;
 use crate::types::{EventId, ExpectedVersion, JsonText, SequenceNumber, Version};
 use std::borrow::Cow;

@@ -20,9 +20,9 @@
 //! sync. The in-memory append path never takes the turn; only durability
 //! waits for it (and for the disk).
 //!
-//! The WAL's failure rules are the WAL's own (`wal.rs`): after the first
-//! error every later sync reports it, so nothing after a gap is ever
-//! acknowledged.
+//! The WAL's failure rules are the WAL's own (`storage/wal.rs`): after
+//! the first error every later sync reports it, so nothing after a gap is
+//! ever acknowledged.
 //!
 //! # Orderings
 //!
@@ -31,11 +31,11 @@
 //! waits on, then `written_lsn`, which is therefore at least the position
 //! after the records counted.
 
-use super::record::{self, EventRecord};
-use super::wal::Wal;
 use crate::error::StorageError;
 use crate::ids::IdScheme;
 use crate::log::{Commit, Log};
+use crate::storage::Wal;
+use crate::storage::record::{self, EventRecord};
 use crate::types::{SequenceNumber, Version};
 use parking_lot::{Condvar, Mutex};
 use std::collections::VecDeque;
