@@ -1,7 +1,8 @@
 //! Errors of the engine. Each `Display` names the problem in words a client
 //! can act on; the node maps them onto the protocol's replies:
 //! [`ConcurrencyError`] → `concurrency_error`, [`IdConflict`] → error 22,
-//! [`InvalidAppend`] → error 12, [`StorageError`] → error 13.
+//! [`InvalidAppend`] → error 12, [`AppendError::Full`] → error 11,
+//! [`StorageError`] → error 13.
 
 use crate::types::{EventId, Version};
 use std::fmt;
@@ -96,6 +97,12 @@ pub enum AppendError {
     IdConflict(IdConflict),
     /// The request itself is malformed.
     Invalid(InvalidAppend),
+    /// The store holds as many events as it can: nothing was appended (the
+    /// request was fine; the store has no room for it).
+    Full {
+        /// The most events a store holds.
+        capacity: u64,
+    },
     /// A durable store could not persist: this write may be in memory but
     /// is not durable, and every later write fails the same way.
     Storage(StorageError),
@@ -107,6 +114,9 @@ impl fmt::Display for AppendError {
             AppendError::Concurrency(e) => e.fmt(f),
             AppendError::IdConflict(e) => e.fmt(f),
             AppendError::Invalid(e) => e.fmt(f),
+            AppendError::Full { capacity } => {
+                write!(f, "the store is full: it holds at most {capacity} events")
+            }
             AppendError::Storage(e) => e.fmt(f),
         }
     }
@@ -234,5 +244,15 @@ mod tests {
             current: Version(0),
         };
         assert_eq!(e.to_string(), "Expected version 5, got 0");
+    }
+
+    #[test]
+    fn a_full_store_is_not_an_invalid_append() {
+        let e = AppendError::Full { capacity: 1 << 38 };
+        assert_eq!(
+            e.to_string(),
+            "the store is full: it holds at most 274877906944 events"
+        );
+        assert!(!matches!(e, AppendError::Invalid(_)));
     }
 }

@@ -432,6 +432,7 @@ fn error_kind(e: &AppendError) -> &'static str {
         AppendError::IdConflict(IdConflict::RetryMismatch { .. }) => "append: retry mismatch",
         AppendError::Invalid(i) if i.field.ends_with("event_id") => "append: invalid event_id",
         AppendError::Invalid(_) => "append: invalid",
+        AppendError::Full { .. } => "append: store full",
         AppendError::Storage(_) => "append: storage error",
     }
 }

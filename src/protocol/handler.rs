@@ -28,7 +28,7 @@
 //! in-memory view may hold writes that never became durable.
 
 use super::envelope::decode;
-use super::request::{Envelope, Message, Rejection, Request, code};
+use super::request::{Code, Envelope, Message, Rejection, Request};
 use super::subscriptions::{self, Delivery, Full, MAX_SUBSCRIPTIONS, Subscriber, Subscriptions};
 use crate::aggregate::{Aggregate, SnapshotRecord};
 use crate::error::{AppendError, ConcurrencyError};
@@ -206,7 +206,7 @@ impl Core {
             Err(rejection) => Outcome::Error(rejection.clone()),
             Ok(_) if let Some(failure) = self.store.storage_failure() => {
                 Outcome::Error(Rejection {
-                    code: code::CRASH,
+                    code: Code::Crash,
                     text: failure.to_string(),
                 })
             }
@@ -248,7 +248,7 @@ impl Core {
         match self.subscriptions.add(node, client, filter, from) {
             Ok(subscriber) => Outcome::Subscribed { subscriber, head },
             Err(Full) => Outcome::Error(Rejection {
-                code: code::TEMPORARILY_UNAVAILABLE,
+                code: Code::TemporarilyUnavailable,
                 text: format!(
                     "too many subscriptions: a node holds at most {MAX_SUBSCRIPTIONS}; unsubscribe first"
                 ),
@@ -276,22 +276,28 @@ impl Core {
                 },
                 // Applying one message twice is a bug in the caller.
                 None => Outcome::Error(Rejection {
-                    code: code::CRASH,
+                    code: Code::Crash,
                     text: "request applied twice".into(),
                 }),
                 Some(Err(AppendError::Concurrency(e))) => Outcome::Concurrency(e),
                 Some(Err(AppendError::IdConflict(e))) => Outcome::Error(Rejection {
-                    code: code::PRECONDITION_FAILED,
+                    code: Code::PreconditionFailed,
                     text: e.to_string(),
                 }),
                 Some(Err(AppendError::Invalid(e))) => Outcome::Error(Rejection {
-                    code: code::MALFORMED_REQUEST,
+                    code: Code::MalformedRequest,
+                    text: e.to_string(),
+                }),
+                // The request is fine: the store has no room for it
+                // (nothing was appended).
+                Some(Err(e @ AppendError::Full { .. })) => Outcome::Error(Rejection {
+                    code: Code::TemporarilyUnavailable,
                     text: e.to_string(),
                 }),
                 // Only when the store failed before this append (a deferred
                 // append does no I/O; the failure itself surfaces in a sync).
                 Some(Err(AppendError::Storage(e))) => Outcome::Error(Rejection {
-                    code: code::CRASH,
+                    code: Code::Crash,
                     text: e.to_string(),
                 }),
             },
@@ -306,7 +312,7 @@ impl Core {
             Request::ReadSnapshot { aggregate_id } => match store.snapshot_record(aggregate_id) {
                 Some((aggregate, record)) => Outcome::SnapshotRead(aggregate, record),
                 None => Outcome::Error(Rejection {
-                    code: code::KEY_DOES_NOT_EXIST,
+                    code: Code::KeyDoesNotExist,
                     text: format!("aggregate {aggregate_id:?} has no snapshot"),
                 }),
             },
@@ -356,7 +362,7 @@ impl Core {
                     Outcome::Unsubscribed(*subscription)
                 } else {
                     Outcome::Error(Rejection {
-                        code: code::KEY_DOES_NOT_EXIST,
+                        code: Code::KeyDoesNotExist,
                         text: format!("subscription {subscription} does not exist"),
                     })
                 }
@@ -442,10 +448,10 @@ pub fn encode_error_head(message: &Message<'_>, source: &ReplySource, out: &mut 
 
 /// Completes a head from [`encode_error_head`] (given without its newline)
 /// into an error reply line with `code` and `text`.
-pub fn finish_error(head: &[u8], code: u64, text: &str, out: &mut Vec<u8>) {
+pub fn finish_error(head: &[u8], code: Code, text: &str, out: &mut Vec<u8>) {
     out.extend_from_slice(head);
     out.extend_from_slice(b",\"code\":");
-    json::write_u64(out, code);
+    json::write_u64(out, code.number());
     out.extend_from_slice(b",\"text\":");
     json::write_str(out, text);
     out.extend_from_slice(b"}}\n");
@@ -603,7 +609,7 @@ fn encode_small_fields(
         Outcome::Silent | Outcome::InitOk => {}
         Outcome::Error(r) => {
             out.extend_from_slice(b",\"code\":");
-            json::write_u64(out, r.code);
+            json::write_u64(out, r.code.number());
             out.extend_from_slice(b",\"text\":");
             json::write_str(out, &r.text);
         }

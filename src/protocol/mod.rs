@@ -14,5 +14,5 @@ pub use envelope::decode;
 pub use handler::{
     Core, Outcome, ReplySink, ReplySource, encode, encode_error_head, finish_error, resolve,
 };
+pub use request::Code;
 pub use request::Message;
-pub use request::code;

@@ -116,11 +116,10 @@ impl EventStore {
     ) -> Result<Appended, AppendError> {
         let appended = self.append_deferred(aggregate_id, expected, events)?;
         if let Some(journal) = &self.journal {
-            let last = appended
-                .positions
-                .iter()
-                .max()
-                .unwrap_or(SequenceNumber::ZERO);
+            // An append holds at least one event (`validate`).
+            let Some(last) = appended.positions.iter().max() else {
+                panic!("an append with no positions: {appended:?}");
+            };
             journal.sync_through(last.0)?;
             // Durable now: wake subscribers waiting for it.
             self.published.notify();
@@ -201,7 +200,7 @@ impl EventStore {
         };
         let count = prepared.as_slice().len() as u64;
         if count > CAPACITY - self.log.head() {
-            return Err(InvalidAppend::new("events", "the store is full (2^38 events)").into());
+            return Err(AppendError::Full { capacity: CAPACITY });
         }
         // The log stamps `max(now, previous)`, so a reading taken before
         // the append's shared steps never breaks monotonic `recorded_at`.

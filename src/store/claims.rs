@@ -262,7 +262,12 @@ impl EventStore {
                 Some(ev) if same_event(e, &ev) => out.push(ev.sequence_number),
                 _ => {
                     return Err(IdConflict::RetryMismatch {
-                        first: events[0].given_id().unwrap_or(EventId([0; 16])),
+                        first: match events[0].given_id() {
+                            Some(id) => id,
+                            // `retry` is only called for a batch whose first
+                            // event's id was found stored.
+                            None => panic!("a retry whose first event has no id"),
+                        },
                         index: i,
                     }
                     .into());

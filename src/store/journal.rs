@@ -342,7 +342,9 @@ impl Shared {
         let mut queue = self.snapshots.lock();
         let mut snaps = 0;
         while queue.front().is_some_and(|j| j.cover <= written) {
-            let Some(job) = queue.pop_front() else { break };
+            let Some(job) = queue.pop_front() else {
+                panic!("journal: the snapshot queue emptied under its lock");
+            };
             let lsn = self.wal.append(|buf| {
                 record::write_snapshot(buf, &job.aggregate_id, job.version.0, job.state.as_deref());
             });
@@ -366,6 +368,12 @@ fn write_commit(buf: &mut Vec<u8>, commit: &Commit, first: u64, ids: &IdScheme) 
     let recorded_at = commit.link.recorded.load(Relaxed);
     let count = u32::try_from(commit.link.count)
         .unwrap_or_else(|_| panic!("a commit of {} events", commit.link.count));
+    // The frame says `count` events follow: it must hold exactly those.
+    assert_eq!(
+        commit.events.len() as u64,
+        commit.link.count,
+        "journal: the commit at {first} holds a different number of events than its header"
+    );
     let at = record::begin_append(buf, first, base + 1, count, commit.aggregate.name());
     for (i, e) in commit.events.iter().enumerate() {
         let (id, client_id) = match e.given_id() {

@@ -235,7 +235,13 @@ impl EventStore {
             // `end` (in `visible`) or a later one's: `recorded` may be used.
             self.stream_slice(&aggregate, from, to)
                 .into_iter()
-                .filter_map(|s| self.recorded(s))
+                .map(|s| match self.recorded(s) {
+                    Some(event) => event,
+                    None => panic!(
+                        "visible event {s} of {} has no index entry",
+                        aggregate.name()
+                    ),
+                })
                 .collect()
         };
         StreamSlice { version, events }

@@ -117,7 +117,9 @@ impl FoldPlan {
     pub fn state(&self, store: &EventStore) -> (String, u64) {
         let mut out = Vec::new();
         let n = self.write_state(store, &mut out);
-        (String::from_utf8(out).unwrap_or_default(), n)
+        // States and folds are written from `str`s only.
+        let state = String::from_utf8(out).unwrap_or_else(|e| panic!("a state is not UTF-8: {e}"));
+        (state, n)
     }
 }
 
