@@ -47,7 +47,8 @@ impl EventStore {
                 );
             };
             let commit = self.log.commit(node);
-            // Relaxed: the filler saw the node visible (see `versions.rs`).
+            // Relaxed: the filler saw the node visible (see
+            // `aggregate/versions.rs`).
             let base = commit.link.base.load(Ordering::Relaxed);
             let after = base + commit.link.count;
             assert!(

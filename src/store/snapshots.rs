@@ -79,7 +79,8 @@ impl FoldPlan {
     /// Folds and writes the state as JSON text to `out`; returns the number
     /// of events the fold covers (after the snapshot, if one is used). A
     /// fold from `{}` starts from the nearest cached state at or before its
-    /// end (`aggregate/state_cache.rs`); the result is the same, and so is the count.
+    /// end (`aggregate/state_cache.rs`); the result is the same, and so is
+    /// the count.
     pub fn write_state(&self, store: &EventStore, out: &mut Vec<u8>) -> u64 {
         let Some(aggregate) = &self.aggregate else {
             out.extend_from_slice(b"{}");
