@@ -180,10 +180,11 @@ impl std::error::Error for StorageError {
 }
 
 /// For callers that deal in `io::Result` (the node's plumbing): the same
-/// kind, the full text.
+/// kind and text, with the `StorageError` itself inside (`get_ref`), so
+/// the operating system's error stays in the `source` chain.
 impl From<StorageError> for io::Error {
     fn from(e: StorageError) -> io::Error {
-        io::Error::new(e.kind(), e.to_string())
+        io::Error::new(e.kind(), e)
     }
 }
 
@@ -254,5 +255,18 @@ mod tests {
             "the store is full: it holds at most 274877906944 events"
         );
         assert!(!matches!(e, AppendError::Invalid(_)));
+    }
+
+    #[test]
+    fn a_storage_error_as_io_error_keeps_kind_text_and_source() {
+        let e = StorageError::new("writing x", io::Error::from(io::ErrorKind::StorageFull));
+        let text = e.to_string();
+        let io: io::Error = e.into();
+        assert_eq!(io.kind(), io::ErrorKind::StorageFull);
+        assert_eq!(io.to_string(), text);
+        let inner = io.get_ref().and_then(|i| i.downcast_ref::<StorageError>());
+        assert!(inner.is_some_and(|s| s.kind() == io::ErrorKind::StorageFull));
+        let source = io.get_ref().and_then(|i| i.source());
+        assert!(source.is_some_and(|s| s.downcast_ref::<io::Error>().is_some()));
     }
 }

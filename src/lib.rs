@@ -52,6 +52,7 @@
 //!   request.rs    raw fields → Request (borrowed, every field checked); error Codes
 //!   surrogates.rs lone surrogates: the cold path that names where they are
 //!   position.rs   error columns within the line
+//!   sink.rs       ReplySink: where replies are written, piece by piece
 //!   handler.rs    Request → Outcome (serial, on the store) → reply bytes
 //!   subscriptions.rs  the node's subscriptions: who gets which event message
 //! node/         plumbing: threads and pipes around the protocol core

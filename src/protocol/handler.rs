@@ -29,6 +29,7 @@
 
 use super::envelope::decode;
 use super::request::{Code, Envelope, Message, Rejection, Request};
+use super::sink::{ReplySink, write_events};
 use super::subscriptions::{self, Delivery, Full, MAX_SUBSCRIPTIONS, Subscriber, Subscriptions};
 use crate::aggregate::{Aggregate, SnapshotRecord};
 use crate::error::{AppendError, ConcurrencyError};
@@ -37,27 +38,6 @@ use crate::json;
 use crate::store::{Appended, EventStore, FoldPlan};
 use crate::types::{SequenceNumber, Version};
 use std::sync::Arc;
-
-/// Where [`encode`] writes replies (see the module docs).
-pub trait ReplySink {
-    /// The buffer replies are appended to.
-    fn buffer(&mut self) -> &mut Vec<u8>;
-    /// Called between two pieces of a long reply and after every reply:
-    /// the buffer may be written out here once it holds enough.
-    fn boundary(&mut self);
-    /// Called before a reply that takes long to make: whatever is buffered
-    /// may be written out now, if that needs no waiting.
-    fn before_long_reply(&mut self);
-}
-
-/// A plain buffer: everything stays in memory (tests, [`Core::handle`]).
-impl ReplySink for Vec<u8> {
-    fn buffer(&mut self) -> &mut Vec<u8> {
-        self
-    }
-    fn boundary(&mut self) {}
-    fn before_long_reply(&mut self) {}
-}
 
 /// Reads of at least this many events, or folds over at least this many,
 /// count as long replies (see [`ReplySink::before_long_reply`]).
@@ -663,34 +643,6 @@ fn encode_small_fields(
             unreachable!("event lists are written by encode_fields")
         }
     }
-}
-
-/// Writes the events as a comma-separated list, offering the sink a
-/// boundary after each one, so that a long list is never whole in memory.
-fn write_events(
-    store: &EventStore,
-    seqs: impl Iterator<Item = SequenceNumber>,
-    sink: &mut impl ReplySink,
-) {
-    for (i, seq) in seqs.enumerate() {
-        let out = sink.buffer();
-        if i > 0 {
-            out.push(b',');
-        }
-        // The plan only names published events (apply captured them below
-        // the head), and published events are never removed.
-        write_event(store, seq, out);
-        sink.boundary();
-    }
-}
-
-/// Writes the event at `seq`, which a plan names: plans only name
-/// published events, and published events are never removed.
-pub(crate) fn write_event(store: &EventStore, seq: SequenceNumber, out: &mut Vec<u8>) {
-    let Some(event) = store.event(seq) else {
-        panic!("event {seq} of a read plan is missing");
-    };
-    event.write_json(out);
 }
 
 /// The JSON text of a reply's `src`.

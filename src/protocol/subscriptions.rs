@@ -12,7 +12,7 @@
 //! input, so no message of it follows the `unsubscribed` reply. All of this
 //! is plain data decided in input order; the node's workers only encode it.
 
-use super::handler::{ReplySink, write_event};
+use super::sink::{ReplySink, write_event};
 use crate::filter::{Filter, PageBounds};
 use crate::json;
 use crate::store::{Appended, EventStore};
