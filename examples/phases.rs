@@ -3,8 +3,8 @@
 //! for the pipeline (see README "Benchmarks").
 
 use eventstore::EventStore;
-use eventstore::node::lines::Lines;
-use eventstore::protocol::{Core, decode, encode};
+use eventstore::testing::Lines;
+use eventstore::testing::{Core, decode, encode};
 use std::sync::Arc;
 use std::time::Instant;
 

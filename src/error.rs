@@ -1,7 +1,8 @@
 //! Errors of the engine. Each `Display` names the problem in words a client
 //! can act on; the node maps them onto the protocol's replies:
 //! [`ConcurrencyError`] → `concurrency_error`, [`IdConflict`] → error 22,
-//! [`InvalidAppend`] → error 12, [`StorageError`] → error 13.
+//! [`InvalidAppend`] → error 12, [`AppendError::Full`] → error 11,
+//! [`StorageError`] → error 13.
 
 use crate::types::{EventId, Version};
 use std::fmt;
@@ -96,6 +97,12 @@ pub enum AppendError {
     IdConflict(IdConflict),
     /// The request itself is malformed.
     Invalid(InvalidAppend),
+    /// The store holds as many events as it can: nothing was appended (the
+    /// request was fine; the store has no room for it).
+    Full {
+        /// The most events a store holds.
+        capacity: u64,
+    },
     /// A durable store could not persist: this write may be in memory but
     /// is not durable, and every later write fails the same way.
     Storage(StorageError),
@@ -107,6 +114,9 @@ impl fmt::Display for AppendError {
             AppendError::Concurrency(e) => e.fmt(f),
             AppendError::IdConflict(e) => e.fmt(f),
             AppendError::Invalid(e) => e.fmt(f),
+            AppendError::Full { capacity } => {
+                write!(f, "the store is full: it holds at most {capacity} events")
+            }
             AppendError::Storage(e) => e.fmt(f),
         }
     }
@@ -170,10 +180,11 @@ impl std::error::Error for StorageError {
 }
 
 /// For callers that deal in `io::Result` (the node's plumbing): the same
-/// kind, the full text.
+/// kind and text, with the `StorageError` itself inside (`get_ref`), so
+/// the operating system's error stays in the `source` chain.
 impl From<StorageError> for io::Error {
     fn from(e: StorageError) -> io::Error {
-        io::Error::new(e.kind(), e.to_string())
+        io::Error::new(e.kind(), e)
     }
 }
 
@@ -234,5 +245,28 @@ mod tests {
             current: Version(0),
         };
         assert_eq!(e.to_string(), "Expected version 5, got 0");
+    }
+
+    #[test]
+    fn a_full_store_is_not_an_invalid_append() {
+        let e = AppendError::Full { capacity: 1 << 38 };
+        assert_eq!(
+            e.to_string(),
+            "the store is full: it holds at most 274877906944 events"
+        );
+        assert!(!matches!(e, AppendError::Invalid(_)));
+    }
+
+    #[test]
+    fn a_storage_error_as_io_error_keeps_kind_text_and_source() {
+        let e = StorageError::new("writing x", io::Error::from(io::ErrorKind::StorageFull));
+        let text = e.to_string();
+        let io: io::Error = e.into();
+        assert_eq!(io.kind(), io::ErrorKind::StorageFull);
+        assert_eq!(io.to_string(), text);
+        let inner = io.get_ref().and_then(|i| i.downcast_ref::<StorageError>());
+        assert!(inner.is_some_and(|s| s.kind() == io::ErrorKind::StorageFull));
+        let source = io.get_ref().and_then(|i| i.source());
+        assert!(source.is_some_and(|s| s.downcast_ref::<io::Error>().is_some()));
     }
 }

@@ -10,8 +10,8 @@
 //! not stored per event: they follow from the append (commit) that holds it
 //! (`src/log.rs`), and [`RecordedEvent`] carries them.
 
+use crate::aggregate::Aggregate;
 use crate::json;
-use crate::store::Aggregate;
 use crate::time::Timestamp;
 use crate::types::{EventId, JsonText, SequenceNumber, Version};
 use serde_json::value::RawValue;

@@ -1,5 +1,6 @@
 //! Filters on the global log: by category, by aggregate, by event type —
-//! and the filtered page read of `read_all`.
+//! and the bounds of a filtered page of `read_all` (the read itself is the
+//! store's: `store/reads.rs`).
 //!
 //! # Matching
 //!
@@ -21,7 +22,6 @@
 //! scan within the look limit. Both give the same page.
 
 use crate::event::RecordedEvent;
-use crate::store::EventStore;
 use crate::types::SequenceNumber;
 
 /// Most events one filtered read looks at.
@@ -104,74 +104,6 @@ impl PageBounds {
             // Looked at everything up to the head or the look limit.
             _ => self.last + 1,
         }
-    }
-}
-
-/// The matching sequence numbers of a page, in order, at most `max_count`.
-pub fn matches<'s>(
-    store: &'s EventStore,
-    filter: &'s Filter,
-    bounds: PageBounds,
-    max_count: u64,
-) -> Box<dyn Iterator<Item = SequenceNumber> + 's> {
-    let wanted = usize::try_from(max_count).unwrap_or(usize::MAX);
-    let matching =
-        move |seq: &SequenceNumber| store.event(*seq).is_some_and(|e| filter.matches_event(&e));
-    match filter.aggregate_id.as_deref() {
-        // The aggregate's own positions (sequence numbers rise with its
-        // versions): with no type filter, exactly what is returned.
-        Some(aggregate_id) => {
-            let cap = if filter.event_types.is_some() {
-                usize::MAX
-            } else {
-                wanted
-            };
-            let seqs = store.stream_positions_between(
-                aggregate_id,
-                SequenceNumber(bounds.from),
-                SequenceNumber(bounds.last),
-                cap,
-            );
-            Box::new(seqs.into_iter().filter(matching).take(wanted))
-        }
-        None => Box::new(
-            (bounds.from..=bounds.last)
-                .map(SequenceNumber)
-                .filter(matching)
-                .take(wanted),
-        ),
-    }
-}
-
-/// A page of [`EventStore::read_all_filtered`].
-#[derive(Debug)]
-pub struct FilteredSlice<'a> {
-    /// The highest sequence number at the time of the read.
-    pub head: SequenceNumber,
-    /// The matching events, in sequence order.
-    pub events: Vec<RecordedEvent<'a>>,
-    /// Where the next page starts.
-    pub next_sequence: SequenceNumber,
-}
-
-/// [`EventStore::read_all_filtered`].
-pub(crate) fn read<'s>(
-    store: &'s EventStore,
-    from: SequenceNumber,
-    max_count: u64,
-    filter: &'s Filter,
-) -> FilteredSlice<'s> {
-    let head = store.head();
-    let bounds = PageBounds::new(from, head);
-    let events: Vec<_> = matches(store, filter, bounds, max_count)
-        .filter_map(|seq| store.event(seq))
-        .collect();
-    let last = events.last().map(|e| e.sequence_number.0);
-    let next = bounds.next_sequence(max_count, events.len() as u64, last);
-    FilteredSlice {
-        head,
-        events,
-        next_sequence: SequenceNumber(next),
     }
 }
 

@@ -24,7 +24,7 @@
 //! a key and dropped it and every key after it.)
 
 use crate::escapes::canonical_key;
-use crate::protocol::scan::Scanner;
+use crate::scan::Scanner;
 use std::borrow::Cow;
 use std::collections::HashMap;
 
@@ -131,7 +131,7 @@ impl<'a> Fold<'a> {
         let mut out = Vec::new();
         self.write(&mut out);
         // Built only from valid UTF-8 pieces.
-        String::from_utf8(out).unwrap_or_default()
+        String::from_utf8(out).unwrap_or_else(|e| panic!("a folded state is not UTF-8: {e}"))
     }
 }
 

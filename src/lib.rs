@@ -9,6 +9,9 @@
 //!
 //! # Layout
 //!
+//! Modules are layered: each uses only modules above it in this list (its
+//! own children aside), so the imports form a tree, leaves first.
+//!
 //! ```text
 //! types.rs      newtypes: SequenceNumber, Version, EventId, ExpectedVersion
 //! time.rs       Timestamp: microseconds, RFC 3339 format and parse
@@ -17,33 +20,39 @@
 //! escapes.rs    \u escapes read without failing on lone surrogates; canonical keys
 //! hash.rs       a fast keyed hasher for the maps
 //! swar.rs       word-at-a-time byte search (newlines, JSON string ends)
-//! event.rs      NewEvent (input), Event (stored texts), RecordedEvent (with its position)
+//! scan.rs       validating zero-copy JSON scanner (decoding, the fold)
+//! error.rs      error enums with protocol-ready messages
+//! notify.rs     event count: subscribers wait for the log without the log waiting
 //! fold.rs       the state fold (shallow merge) on raw JSON text
-//! filter.rs     filters (category, aggregate, event types); filtered log pages
+//! aggregate.rs  the aggregate entry: last-commit atomic, snapshot slot (record type)
+//!   versions.rs   version → commit index, built by readers (appends never touch it)
+//!   state_cache.rs  folded states kept per aggregate (latest, checkpoints), bounded
+//! event.rs      NewEvent (input), Event (stored texts), RecordedEvent (with its position)
+//! filter.rs     filters (category, aggregate, event types); filtered page bounds
 //! log.rs        the global log: commit nodes in an arena, seq → node index
 //!   chunks.rs     append-only chunked array (never moves, never frees)
 //!   link.rs       the lock-free protocol: reserve (CAS), link (helping), head (loom-checked)
-//! store.rs      EventStore: append (no lock, no waiting), client id claims, reads
-//!   aggregate.rs  the aggregate entry: last-commit atomic, snapshot slot, state cache
-//!   versions.rs   version → commit index, built by readers (appends never touch it)
-//!   recent.rs     per-thread memo of the last aggregate looked up (spares the shard lock)
-//! notify.rs     event count: subscribers wait for the log without the log waiting
-//! subscription.rs  library subscriptions: catch-up, then live, filtered
-//! state_cache.rs  folded states kept per aggregate (latest, checkpoints), bounded
-//! snapshot.rs   snapshots, replay, state-at-time (plans executed later)
-//! error.rs      error enums with protocol-ready messages
-//! storage/      durability: checksummed segment files, group commit, recovery
+//! storage/      durability, a leaf: checksummed segment files, knows nothing of the store
 //!   crc32c.rs     the record checksum
 //!   record.rs     frame and record format
 //!   wal.rs        pending buffer, segments, fdatasync, the directory lock
+//!   recover.rs    segments read back as records: torn tail cut, damage refused
+//!   mod.rs        OpenError
+//! store.rs      EventStore: the struct, constructors, lookups
+//!   append.rs     the append path (no lock, no waiting)
+//!   claims.rs     client ids: the claim protocol, with its argument
+//!   reads.rs      stream, global and filtered reads
+//!   snapshots.rs  snapshots, replay, state-at-time (plans executed later)
+//!   subscription.rs  library subscriptions: catch-up, then live, filtered
 //!   journal.rs    the journaller: one thread writes the log to the WAL in sequence order
-//!   mod.rs        opening a store; recovery on open
+//!   durable.rs    opening a durable store (recovery replayed), sync
+//!   recent.rs     per-thread memo of the last aggregate looked up (spares the shard lock)
 //! protocol/     the sans-IO core: decode a line, apply it, encode the reply
-//!   scan.rs       validating zero-copy JSON scanner (the decode fast path)
 //!   envelope.rs   line → raw fields (serde_json only as the fallback)
-//!   request.rs    raw fields → Request (borrowed, every field checked)
+//!   request.rs    raw fields → Request (borrowed, every field checked); error Codes
 //!   surrogates.rs lone surrogates: the cold path that names where they are
 //!   position.rs   error columns within the line
+//!   sink.rs       ReplySink: where replies are written, piece by piece
 //!   handler.rs    Request → Outcome (serial, on the store) → reply bytes
 //!   subscriptions.rs  the node's subscriptions: who gets which event message
 //! node/         plumbing: threads and pipes around the protocol core
@@ -53,6 +62,10 @@
 //!                 turn, released once durable, error 13 after a storage failure
 //! main.rs       the binary: flags only
 //! ```
+//!
+//! The API is re-exported at the crate root; [`node`] runs the binary's
+//! loop. Internals are private (the fuzz targets and examples reach a few
+//! through the hidden `testing` module, which is not part of the API).
 //!
 //! # Example
 //!
@@ -79,33 +92,45 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod error;
-pub(crate) mod escapes;
-pub mod event;
-pub mod filter;
-pub mod fold;
-pub mod hash;
-pub mod ids;
-pub mod json;
+mod aggregate;
+mod error;
+mod escapes;
+mod event;
+mod filter;
+mod fold;
+mod hash;
+mod ids;
+mod json;
 mod log;
 pub mod node;
 mod notify;
-pub mod protocol;
-pub mod snapshot;
-mod state_cache;
-pub mod storage;
-pub mod store;
-pub mod subscription;
-pub(crate) mod swar;
-pub mod time;
-pub mod types;
+mod protocol;
+mod scan;
+mod storage;
+mod store;
+mod swar;
+mod time;
+mod types;
 
-pub use error::{AppendError, ConcurrencyError, IdConflict, InvalidAppend};
+pub use error::{AppendError, ConcurrencyError, IdConflict, InvalidAppend, StorageError};
 pub use event::{Event, NewEvent, RecordedEvent};
-pub use filter::Filter;
-pub use snapshot::{FoldPlan, Replay, Snapshot};
+pub use filter::{Filter, LOOK_LIMIT};
+pub use ids::IdScheme;
 pub use storage::{FsyncPolicy, OpenError};
-pub use store::{AllSlice, Appended, EventStore, Positions, StreamSlice};
-pub use subscription::Subscription;
+pub use store::{
+    AllSlice, Appended, EventStore, FilteredSlice, FoldPlan, MAX_EVENT_PART_BYTES, Positions,
+    Prepared, Replay, Snapshot, StreamSlice, Subscription,
+};
 pub use time::Timestamp;
 pub use types::{EventId, ExpectedVersion, JsonText, SequenceNumber, Version};
+
+/// Internals opened for the crate's own fuzz targets, examples and tests:
+/// not part of the API, not covered by semver, hidden from the docs.
+#[doc(hidden)]
+pub mod testing {
+    pub use crate::node::lines::Lines;
+    pub use crate::protocol::{Core, decode, encode};
+    pub use crate::storage::crc32c::crc32c;
+    pub use crate::storage::record;
+    pub use crate::store::PauseStep;
+}

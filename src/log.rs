@@ -27,8 +27,8 @@
 mod chunks;
 pub(crate) mod link;
 
+use crate::aggregate::Aggregate;
 use crate::event::Event;
-use crate::store::Aggregate;
 pub(crate) use chunks::CAPACITY;
 use chunks::Chunks;
 use crossbeam::utils::CachePadded;

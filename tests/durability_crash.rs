@@ -6,7 +6,8 @@
 //! process: its data is in the page cache).
 //!
 //! `EVENTSTORE_SEED=N` repeats a run's random choices (kill timing aside);
-//! `EVENTSTORE_SOAK=1` runs many more kill/restart rounds.
+//! Under `EVENTSTORE_SOAK` (`tests/support/mod.rs`) it runs many more
+//! kill/restart rounds.
 
 mod common;
 use common::*;
@@ -14,7 +15,6 @@ use eventstore::{
     AppendError, EventId, EventStore, ExpectedVersion, FsyncPolicy, IdConflict, NewEvent,
     Positions, SequenceNumber, Version,
 };
-use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
@@ -752,10 +752,6 @@ fn check_log_invariants(log: &[Value], head: u64, ctx: &str) {
 // ---------------------------------------------------------------------------
 // The library: EventStore::open, drop, open again
 // ---------------------------------------------------------------------------
-
-fn raw(text: &str) -> Box<RawValue> {
-    RawValue::from_string(text.to_owned()).unwrap()
-}
 
 /// Everything observable about one event, owned: sequence number, id,
 /// aggregate, version, type, data, metadata, recorded_at.

@@ -44,7 +44,7 @@ mod support;
 use support::{Rng, soak, whole_machine};
 
 fn seeded(seed: u64) -> Rng {
-    Rng::from_state(seed ^ 0x2545_f491_4f6c_dd1d)
+    Rng::new(seed ^ 0x2545_f491_4f6c_dd1d)
 }
 
 // ---------------------------------------------------------------------------
@@ -540,11 +540,11 @@ fn record(cfg: &Config) -> (Vec<Op>, u64) {
                 let roll = rng.below(100);
                 let (inv, call, resp);
                 if roll < 60 {
-                    let count = if rng.chance(2) {
+                    let count = if rng.percent(2) {
                         // A large batch: a long stretch between its ticket
                         // and its publication, for others to run into.
                         20 + rng.below(60) as usize
-                    } else if rng.chance(batch_percent) {
+                    } else if rng.percent(batch_percent) {
                         2 + rng.below(3) as usize
                     } else {
                         1
@@ -598,7 +598,7 @@ fn record(cfg: &Config) -> (Vec<Op>, u64) {
                         1 => cached_head + 1,
                         _ => cached_head.saturating_sub(rng.below(5)),
                     };
-                    let max = if rng.chance(20) {
+                    let max = if rng.percent(20) {
                         usize::MAX
                     } else {
                         1 + rng.below(12) as usize
@@ -615,7 +615,7 @@ fn record(cfg: &Config) -> (Vec<Op>, u64) {
                     };
                 } else if roll < 89 {
                     let from = cached_version[agg].saturating_sub(rng.below(4));
-                    let max = if rng.chance(20) {
+                    let max = if rng.percent(20) {
                         usize::MAX
                     } else {
                         1 + rng.below(8) as usize

@@ -15,9 +15,10 @@
 //!
 //! A failure prints the seed and the index of the operation;
 //! `EVENTSTORE_SEED=<seed>` replays just that seed (`EVENTSTORE_OPS=<n>` sets
-//! the number of operations). `EVENTSTORE_SOAK=1` runs many more seeds.
+//! the number of operations). Under `EVENTSTORE_SOAK`
+//! (`tests/support/mod.rs`) it runs many more seeds.
 
-use eventstore::ids::IdScheme;
+use eventstore::IdScheme;
 use eventstore::{
     AppendError, ConcurrencyError, EventId, EventStore, ExpectedVersion, IdConflict, InvalidAppend,
     NewEvent, RecordedEvent, SequenceNumber, Snapshot, Timestamp, Version,
@@ -30,10 +31,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 // PRNG.
 
 mod support;
-use support::Rng;
+use support::{Rng, fold_into, raw, soak};
 
 fn seeded(seed: u64) -> Rng {
-    Rng::from_state(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0xd1b5_4a32_d192_ed03)
+    Rng::new(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0xd1b5_4a32_d192_ed03)
 }
 
 // ---------------------------------------------------------------------------
@@ -165,21 +166,6 @@ fn invalid(field: impl Into<String>) -> AppendError {
         field: field.into(),
         problem: String::new(),
     })
-}
-
-/// The fold of one event: a shallow merge of an object into the state
-/// (`dict.update`); a non-object leaves it unchanged; a non-object state
-/// (from a snapshot) is replaced by `{}` before the first merge.
-fn fold_into(state: &mut Value, data: &Value) {
-    if let Value::Object(obj) = data {
-        if !state.is_object() {
-            *state = Value::Object(Map::new());
-        }
-        let s = state.as_object_mut().unwrap();
-        for (k, v) in obj {
-            s.insert(k.clone(), v.clone());
-        }
-    }
 }
 
 fn parse(text: &str) -> Value {
@@ -432,13 +418,9 @@ fn error_kind(e: &AppendError) -> &'static str {
         AppendError::IdConflict(IdConflict::RetryMismatch { .. }) => "append: retry mismatch",
         AppendError::Invalid(i) if i.field.ends_with("event_id") => "append: invalid event_id",
         AppendError::Invalid(_) => "append: invalid",
+        AppendError::Full { .. } => "append: store full",
         AppendError::Storage(_) => "append: storage error",
     }
-}
-
-fn raw(text: &str) -> Box<RawValue> {
-    RawValue::from_string(text.to_owned())
-        .unwrap_or_else(|e| panic!("generated invalid JSON {text:?}: {e}"))
 }
 
 fn step(store: &EventStore, model: &mut Model, op: &Op, stats: &mut Stats) -> Result<(), String> {
@@ -924,13 +906,13 @@ fn gen_object(rng: &mut Rng, depth: u32) -> String {
         let (a, b) = (ws(rng), ws(rng));
         parts.push(format!("{key}{a}:{b}{}", gen_value(rng, depth)));
     }
-    let sep = if rng.chance(20) { ", " } else { "," };
+    let sep = if rng.percent(20) { ", " } else { "," };
     format!("{{{}{}}}", ws(rng), parts.join(sep))
 }
 
 /// Event data: mostly objects, sometimes any other JSON.
 fn gen_data(rng: &mut Rng) -> String {
-    let text = if rng.chance(78) {
+    let text = if rng.percent(78) {
         gen_object(rng, 0)
     } else {
         gen_value(rng, 1)
@@ -940,12 +922,12 @@ fn gen_data(rng: &mut Rng) -> String {
 }
 
 fn gen_metadata(rng: &mut Rng) -> Option<String> {
-    rng.chance(30)
+    rng.percent(30)
         .then(|| raw(&gen_object(rng, 1)).get().to_owned())
 }
 
 fn new_id(rng: &mut Rng) -> EventId {
-    let v = (u128::from(rng.next()) << 64) | u128::from(rng.next());
+    let v = (u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64());
     // Version 4, variant 0b10.
     let v = (v & !(0xF << 76) & !(0b11 << 62)) | (0x4 << 76) | (0b10 << 62);
     EventId::from_u128(v)
@@ -959,7 +941,7 @@ struct Gen {
 
 impl Gen {
     fn agg(&mut self) -> String {
-        let i = if self.rng.chance(85) {
+        let i = if self.rng.percent(85) {
             self.rng.below(4)
         } else {
             self.rng.below(AGGREGATES.len() as u64)
@@ -981,7 +963,7 @@ impl Gen {
     /// A client id: usually brand new, sometimes one issued before but not
     /// stored (a rejected append must not have reserved it).
     fn client_id(&mut self, model: &Model) -> EventId {
-        if self.rng.chance(15) {
+        if self.rng.percent(15) {
             let unstored: Vec<EventId> = self
                 .issued
                 .iter()
@@ -1021,7 +1003,7 @@ impl Gen {
     }
 
     fn batch_len(&mut self) -> usize {
-        if self.rng.chance(60) {
+        if self.rng.percent(60) {
             1
         } else {
             2 + self.rng.below(9) as usize
@@ -1037,7 +1019,7 @@ impl Gen {
                 let with_id = match id_mode {
                     0..=3 => false,
                     4..=6 => true,
-                    _ => self.rng.chance(50),
+                    _ => self.rng.percent(50),
                 };
                 let id = with_id.then(|| self.client_id(model));
                 self.event(id)
@@ -1059,7 +1041,7 @@ impl Gen {
         let v = stream.len() as u64;
         let start = 1 + self.rng.below(v);
         let mut k = 1 + self.rng.below((v - start + 1).min(10));
-        let beyond = self.rng.chance(10);
+        let beyond = self.rng.percent(10);
         if beyond {
             k += 1 + self.rng.below(2);
         }
@@ -1075,9 +1057,9 @@ impl Gen {
                         metadata: stored.metadata.clone(),
                         id: None,
                     };
-                    if j == 0 || self.rng.chance(60) {
+                    if j == 0 || self.rng.percent(60) {
                         // By id; the content does not matter then.
-                        let base = if self.rng.chance(50) {
+                        let base = if self.rng.percent(50) {
                             copy
                         } else {
                             self.event(None)
@@ -1092,7 +1074,7 @@ impl Gen {
                     }
                 }
                 None => {
-                    let id = self.rng.chance(50).then(|| self.client_id(model));
+                    let id = self.rng.percent(50).then(|| self.client_id(model));
                     self.event(id)
                 }
             };
@@ -1103,7 +1085,7 @@ impl Gen {
         } else {
             "retry"
         };
-        if k > 1 && self.rng.chance(30) {
+        if k > 1 && self.rng.percent(30) {
             let j = 1 + self.rng.below(k - 1) as usize;
             match self.rng.below(5) {
                 3 => {
@@ -1164,7 +1146,7 @@ impl Gen {
                 let n = self.batch_len();
                 let mut events = vec![self.event(Some(stored.id))];
                 for _ in 1..n {
-                    let id = self.rng.chance(50).then(|| self.client_id(model));
+                    let id = self.rng.percent(50).then(|| self.client_id(model));
                     events.push(self.event(id));
                 }
                 ("stored id in another aggregate", events)
@@ -1177,7 +1159,7 @@ impl Gen {
                 events[0].id = Some(first);
                 let j = 1 + self.rng.below(n as u64 - 1) as usize;
                 events[j].id = Some(stored.id);
-                if self.rng.chance(30) {
+                if self.rng.percent(30) {
                     agg = stored.agg.clone();
                 }
                 ("stored id after a new one", events)
@@ -1185,7 +1167,7 @@ impl Gen {
             _ => {
                 // No first id, a stored id later.
                 let events = vec![self.event(None), self.event(Some(stored.id))];
-                if self.rng.chance(50) {
+                if self.rng.percent(50) {
                     agg = stored.agg.clone();
                 }
                 ("stored id after an id-less event", events)
@@ -1204,7 +1186,7 @@ impl Gen {
         let n = self.batch_len();
         let mut events: Vec<Ev> = (0..n)
             .map(|_| {
-                let id = self.rng.chance(40).then(|| self.client_id(model));
+                let id = self.rng.percent(40).then(|| self.client_id(model));
                 self.event(id)
             })
             .collect();
@@ -1267,7 +1249,7 @@ impl Gen {
             1 => Timestamp(i64::MAX),
             2 => Timestamp::now(),
             _ if model.head() > 0 => {
-                let seq = if !stream.is_empty() && self.rng.chance(70) {
+                let seq = if !stream.is_empty() && self.rng.percent(70) {
                     *self.rng.pick(stream)
                 } else {
                     1 + self.rng.below(model.head())
@@ -1300,7 +1282,7 @@ impl Gen {
                 let expected = match self.rng.below(4) {
                     0 | 1 => None,
                     2 => Some(Version(current)),
-                    _ if current > 0 && self.rng.chance(50) => Some(Version(current - 1)),
+                    _ if current > 0 && self.rng.percent(50) => Some(Version(current - 1)),
                     _ => Some(Version(current + 1 + self.rng.below(2))),
                 };
                 let state = match self.rng.below(10) {
@@ -1317,7 +1299,7 @@ impl Gen {
             58..=61 => Some(Op::ReadSnapshot { agg: self.agg() }),
             62..=69 => Some(Op::Replay {
                 agg: self.agg(),
-                use_snapshot: self.rng.chance(60),
+                use_snapshot: self.rng.percent(60),
             }),
             70..=75 => {
                 let agg = self.agg();
@@ -1327,7 +1309,7 @@ impl Gen {
             76..=83 => {
                 let agg = self.agg();
                 let v = model.version(&agg);
-                let from = if self.rng.chance(5) {
+                let from = if self.rng.percent(5) {
                     u64::MAX
                 } else {
                     self.rng.below(v + 3)
@@ -1340,7 +1322,7 @@ impl Gen {
             }
             84..=91 => {
                 let head = model.head();
-                let from = if self.rng.chance(5) {
+                let from = if self.rng.percent(5) {
                     u64::MAX
                 } else {
                     self.rng.below(head + 3)
@@ -1351,7 +1333,7 @@ impl Gen {
                 })
             }
             92..=94 => {
-                let seq = if self.rng.chance(5) {
+                let seq = if self.rng.percent(5) {
                     u64::MAX
                 } else {
                     self.rng.below(model.head() + 3)
@@ -1377,12 +1359,12 @@ fn run_seed(seed: u64, ops: usize, stats: &mut Stats) -> Result<(), String> {
         issued: Vec::new(),
     };
     let scheme = IdScheme::from_parts(
-        generator.rng.next(),
+        generator.rng.next_u64(),
         [
-            generator.rng.next(),
-            generator.rng.next(),
-            generator.rng.next(),
-            generator.rng.next(),
+            generator.rng.next_u64(),
+            generator.rng.next_u64(),
+            generator.rng.next_u64(),
+            generator.rng.next_u64(),
         ],
     );
     let store = EventStore::with_id_scheme(scheme);
@@ -1406,8 +1388,7 @@ fn env_u64(name: &str) -> Option<u64> {
 /// Runs this part's share of the seeds (the seeds are split over a few test
 /// functions so that the test harness runs them on all cores).
 fn run_part(part: u64, parts: u64) {
-    let soak = std::env::var("EVENTSTORE_SOAK").is_ok_and(|v| !v.is_empty() && v != "0");
-    let (seeds, ops) = if soak {
+    let (seeds, ops) = if soak() {
         (4_000u64, 1_000usize)
     } else {
         (400, 400)
@@ -1477,4 +1458,38 @@ fn engine_matches_the_sequential_model_seeds_2_mod_4() {
 #[test]
 fn engine_matches_the_sequential_model_seeds_3_mod_4() {
     run_part(3, 4);
+}
+
+/// The fold model (`tests/support/mod.rs`, shared by every suite) against
+/// the engine where a model is easiest to get wrong: a snapshot whose given
+/// state is not an object stays as it is through non-object events, and
+/// the first object event merges into `{}` (docs/protocol.md, `replay`).
+#[test]
+fn the_fold_model_follows_the_engine_from_a_non_object_snapshot_state() {
+    let store = EventStore::new();
+    let append = |data: &str| {
+        let data = raw(data);
+        store
+            .append("tally", ExpectedVersion::Any, &[NewEvent::new("T", &data)])
+            .unwrap();
+    };
+    append(r#"{"a":1}"#);
+    store
+        .create_snapshot("tally", None, Some(&raw("[1,2]")))
+        .unwrap();
+    let mut events = Vec::new();
+    for data in ["3", r#""text""#, r#"{"n":0}"#, "null", r#"{"m":[1]}"#] {
+        append(data);
+        events.push(parse(data));
+        let engine = store.replay("tally", true);
+        let model = support::fold_from(parse("[1,2]"), &events);
+        assert_eq!(parse(&engine.state), model, "after {data}");
+        assert_eq!(engine.events_replayed, events.len() as u64);
+    }
+    let all = std::iter::once(parse(r#"{"a":1}"#)).chain(events.iter().cloned());
+    let all: Vec<Value> = all.collect();
+    assert_eq!(
+        parse(&store.replay("tally", false).state),
+        support::fold(&all)
+    );
 }

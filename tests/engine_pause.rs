@@ -5,7 +5,7 @@
 //! they see keeps every invariant. Released, the stopped writer's append
 //! returns as usual (its steps possibly done by others meanwhile).
 
-use eventstore::store::PauseStep;
+use eventstore::testing::PauseStep;
 use eventstore::{EventStore, ExpectedVersion, NewEvent, SequenceNumber, Version};
 use serde_json::value::RawValue;
 use std::cell::Cell;

@@ -1,5 +1,5 @@
-//! Cached states and checkpoints (`src/state_cache.rs`) against a fold from
-//! scratch: random interleavings of appends, snapshots, replays and
+//! Cached states and checkpoints (`src/aggregate/state_cache.rs`) against a
+//! fold from scratch: random interleavings of appends, snapshots, replays and
 //! `state_at` at random times, on long aggregates (thousands of events,
 //! past several checkpoints) and short ones, with states small enough to be
 //! cached and states that grow too large to be; and readers folding while

@@ -21,8 +21,8 @@
 //! several: exactly one submission stores them, the others are recognised
 //! retries with the same positions, or id conflicts.
 //!
-//! Counts are small enough for a debug build on two cores; set
-//! `EVENTSTORE_SOAK=1` for a heavier run. The tests take turns (each uses
+//! Counts are small enough for a debug build on two cores; `EVENTSTORE_SOAK`
+//! (`tests/support/mod.rs`) makes them heavier. The tests take turns (each uses
 //! every core). A watchdog fails a test whose threads stop making progress
 //! (a lost ticket, or a writer left asleep, stalls every later writer).
 
@@ -40,10 +40,10 @@ use std::time::{Duration, Instant};
 // Small helpers: PRNG, soak scaling, watchdog.
 
 mod support;
-use support::{Rng, scaled, whole_machine};
+use support::{Rng, raw, scaled, whole_machine};
 
 fn seeded(seed: u64) -> Rng {
-    Rng::from_state(seed ^ 0x5851_f42d_4c95_7f2d)
+    Rng::new(seed ^ 0x5851_f42d_4c95_7f2d)
 }
 
 /// A client-given id, unique per (thread, counter), shaped like a v4 UUID.
@@ -181,10 +181,6 @@ fn with_watchdog<T: Send + 'static>(
 
 const STALL: Duration = Duration::from_secs(30);
 
-fn raw(text: String) -> Box<RawValue> {
-    RawValue::from_string(text).expect("test JSON is valid")
-}
-
 // ---------------------------------------------------------------------------
 // The mixed-writer stress test.
 
@@ -269,13 +265,13 @@ fn writer(shared: &Shared, thread: u64, ops: usize, seed: u64) -> WriterLog {
             1..=25 => 2 + rng.below(9) as usize,
             _ => 1,
         };
-        let with_ids = rng.chance(30);
+        let with_ids = rng.percent(30);
         let types: Vec<String> = (0..n)
             .map(|i| format!("W{thread}T{}", (op + i) % 3))
             .collect();
         let data: Vec<String> = (0..n)
             .map(|i| {
-                if rng.chance(10) {
+                if rng.percent(10) {
                     format!("[{thread},{op},{i}]")
                 } else {
                     format!(
@@ -287,21 +283,21 @@ fn writer(shared: &Shared, thread: u64, ops: usize, seed: u64) -> WriterLog {
             .collect();
         let metadata: Vec<Option<String>> = (0..n)
             .map(|i| {
-                rng.chance(30)
+                rng.percent(30)
                     .then(|| format!(r#"{{"writer":{thread},"i":{i}}}"#))
             })
             .collect();
         let ids: Vec<Option<EventId>> = (0..n)
             .map(|_| {
-                (with_ids && rng.chance(80)).then(|| {
+                (with_ids && rng.percent(80)).then(|| {
                     id_counter += 1;
                     client_id(seed, thread + 1, id_counter)
                 })
             })
             .collect();
-        let data_raw: Vec<Box<RawValue>> = data.iter().map(|d| raw(d.clone())).collect();
+        let data_raw: Vec<Box<RawValue>> = data.iter().map(|d| raw(d)).collect();
         let meta_raw: Vec<Option<Box<RawValue>>> =
-            metadata.iter().map(|m| m.clone().map(raw)).collect();
+            metadata.iter().map(|m| m.as_deref().map(raw)).collect();
         let events: Vec<NewEvent<'_>> = (0..n)
             .map(|i| {
                 let mut e = NewEvent::new(&types[i], &data_raw[i]);
@@ -315,7 +311,7 @@ fn writer(shared: &Shared, thread: u64, ops: usize, seed: u64) -> WriterLog {
             })
             .collect();
 
-        let use_any = rng.chance(40);
+        let use_any = rng.percent(40);
         let mut seen = if use_any {
             0
         } else {
@@ -326,7 +322,7 @@ fn writer(shared: &Shared, thread: u64, ops: usize, seed: u64) -> WriterLog {
                 _ => cached[a],
             }
         };
-        if !use_any && rng.chance(10) {
+        if !use_any && rng.percent(10) {
             // Give the others a chance to move the version under our feet.
             std::thread::yield_now();
         }
@@ -367,7 +363,7 @@ fn writer(shared: &Shared, thread: u64, ops: usize, seed: u64) -> WriterLog {
                         head_after,
                     });
                     // Retry as a client would: from the error, or re-read.
-                    seen = if rng.chance(50) {
+                    seen = if rng.percent(50) {
                         e.current.0
                     } else {
                         version_after
@@ -465,7 +461,7 @@ fn log_tailer(shared: &Shared, seed: u64) -> Vec<Seen> {
             _ => 1 + rng.below(300) as usize,
         };
         // Sometimes read from 0 (= from the start) and skip what was seen.
-        let from = if last == 0 && rng.chance(50) {
+        let from = if last == 0 && rng.percent(50) {
             0
         } else {
             last + 1
@@ -522,7 +518,7 @@ fn log_tailer(shared: &Shared, seed: u64) -> Vec<Seen> {
             });
         }
         // Now and then re-read an older window: events never change.
-        if !seen.is_empty() && rng.chance(5) {
+        if !seen.is_empty() && rng.percent(5) {
             let from = 1 + rng.below(seen.len() as u64);
             let again = store.read_all(SequenceNumber(from), 50);
             for e in again
@@ -815,7 +811,7 @@ fn racing_retries_of_the_same_batch_append_once() {
     let batches: Arc<Vec<Batch>> = Arc::new(
         (0..batches as u64)
             .map(|b| {
-                let n = if rng.chance(40) {
+                let n = if rng.percent(40) {
                     1
                 } else {
                     2 + rng.below(5) as usize
@@ -824,7 +820,7 @@ fn racing_retries_of_the_same_batch_append_once() {
                     aggregate: aggregates[rng.below(3) as usize].to_owned(),
                     ids: (0..n as u64).map(|i| client_id(7, 1, b * 16 + i)).collect(),
                     data: (0..n)
-                        .map(|i| raw(format!(r#"{{"b":{b},"i":{i}}}"#)))
+                        .map(|i| raw(&format!(r#"{{"b":{b},"i":{i}}}"#)))
                         .collect(),
                 }
             })
@@ -982,7 +978,7 @@ fn racing_client_ids_across_aggregates_are_stored_once() {
                     let (store, progress, barrier) = (&st, &pr, &barrier);
                     scope.spawn(move || {
                         let _member = barrier.join();
-                        let data = raw(format!(r#"{{"thread":{t}}}"#));
+                        let data = raw(&format!(r#"{{"thread":{t}}}"#));
                         let aggregate = format!("x-{t}");
                         let mut out = Vec::new();
                         for r in 0..rounds {

@@ -5,7 +5,7 @@
 
 mod support;
 
-use eventstore::filter::LOOK_LIMIT;
+use eventstore::LOOK_LIMIT;
 use eventstore::{EventStore, ExpectedVersion, Filter, FsyncPolicy, NewEvent, SequenceNumber};
 use serde_json::value::RawValue;
 use std::time::Duration;
@@ -50,7 +50,7 @@ fn subscribers_see_every_event_once_in_order_even_after_sleeping() {
         for w in 0..WRITERS {
             let store = &store;
             s.spawn(move || {
-                let mut rng = Rng::from_state(w);
+                let mut rng = Rng::new(w);
                 for _ in 0..PER_WRITER {
                     let aggregate =
                         format!("{}-{}", CATEGORIES[rng.below(3) as usize], rng.below(20));
@@ -190,7 +190,7 @@ fn a_durable_store_shows_subscribers_only_durable_events() {
 #[test]
 fn filtered_pages_equal_a_naive_scan() {
     let store = EventStore::new();
-    let mut rng = Rng::from_state(7);
+    let mut rng = Rng::new(7);
     for _ in 0..3_000 {
         let aggregate = format!("{}-{}", CATEGORIES[rng.below(3) as usize], rng.below(5));
         append(&store, &aggregate, TYPES[rng.below(3) as usize]);

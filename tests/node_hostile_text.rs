@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 /// A request line with `body` given as raw JSON text (so that it can hold
 /// escapes `json!` would never write).
-fn raw(body: &str) -> String {
+fn raw_line(body: &str) -> String {
     format!(r#"{{"src":"c","dest":"eventstore","body":{body}}}"#)
 }
 
@@ -94,7 +94,7 @@ fn lone_surrogates_in_body_fields_are_error_12_naming_the_field() {
             r"type: lone surrogate \ud800",
         ),
     ] {
-        hostile(raw(&body), error_5(named));
+        hostile(raw_line(&body), error_5(named));
     }
 }
 
@@ -102,16 +102,16 @@ fn lone_surrogates_in_body_fields_are_error_12_naming_the_field() {
 fn lone_surrogate_in_an_unknown_field_keeps_in_reply_to() {
     for (line, named) in [
         (
-            raw(r#"{"type":"read_all","msg_id":5,"x":"\ud800"}"#),
+            raw_line(r#"{"type":"read_all","msg_id":5,"x":"\ud800"}"#),
             r"x: lone surrogate \ud800",
         ),
         // Keys the fast path leaves to serde, which cannot decode them.
         (
-            raw(r#"{"type":"read_all","msg_id":5,"\ud800":1}"#),
+            raw_line(r#"{"type":"read_all","msg_id":5,"\ud800":1}"#),
             r#"body: key "\ud800" holds a lone surrogate \ud800"#,
         ),
         (
-            raw(r#"{"\udc00":1,"type":"read_all","msg_id":5,"max_count":1,"max_count":2}"#),
+            raw_line(r#"{"\udc00":1,"type":"read_all","msg_id":5,"max_count":1,"max_count":2}"#),
             r#"body: key "\udc00" holds"#,
         ),
         (
@@ -162,9 +162,9 @@ fn src_that_is_not_unicode_gets_no_reply() {
 #[test]
 fn a_msg_id_problem_comes_before_a_lone_surrogate() {
     for line in [
-        raw(r#"{"type":"read_all","msg_id":-1,"x":"\ud800"}"#),
-        raw(r#"{"type":"read_all","msg_id":"\ud800"}"#),
-        raw(r#"{"type":"read_all","msg_id":1.5,"\ud800":1}"#),
+        raw_line(r#"{"type":"read_all","msg_id":-1,"x":"\ud800"}"#),
+        raw_line(r#"{"type":"read_all","msg_id":"\ud800"}"#),
+        raw_line(r#"{"type":"read_all","msg_id":1.5,"\ud800":1}"#),
     ] {
         hostile(
             line,
@@ -177,7 +177,7 @@ fn a_msg_id_problem_comes_before_a_lone_surrogate() {
 
 #[test]
 fn lone_surrogate_columns_count_within_the_line() {
-    let line = raw(
+    let line = raw_line(
         r#"{"type":"append","msg_id":5,"aggregate_id":"a","event_type":"T","event_data":{"k":[0,"\udc00"]},"version":1}"#,
     );
     let out = hostile(&line, error_5("event_data.k[1]: lone surrogate"));
@@ -200,7 +200,7 @@ fn lone_surrogate_columns_count_within_the_line() {
 #[test]
 fn valid_surrogate_pairs_are_text_like_any_other() {
     // Lower and upper case hex; the pair in a key and in a value.
-    let append = raw(
+    let append = raw_line(
         r#"{"type":"append","msg_id":2,"aggregate_id":"p\ud83d\ude00","event_type":"T","event_data":{"\uD83D\uDE00":"\ud83d\ude00!"},"version":0}"#,
     );
     let data = json!({"😀": "😀!"});
@@ -222,9 +222,10 @@ fn valid_surrogate_pairs_are_text_like_any_other() {
 
 #[test]
 fn a_refused_snapshot_leaves_none_and_the_fold_as_it_was() {
-    let snapshot =
-        raw(r#"{"type":"create_snapshot","msg_id":2,"aggregate_id":"a","state":{"\ud800":1}}"#);
-    let append = raw(
+    let snapshot = raw_line(
+        r#"{"type":"create_snapshot","msg_id":2,"aggregate_id":"a","state":{"\ud800":1}}"#,
+    );
+    let append = raw_line(
         r#"{"type":"append","msg_id":3,"aggregate_id":"a","event_type":"T","event_data":{"\udc00":1,"b":2},"version":1}"#,
     );
     check(
@@ -356,12 +357,12 @@ fn stored_lone_surrogates_still_load_and_fold() {
 fn minus_zero_is_zero() {
     check(
         &[
-            raw(
+            raw_line(
                 r#"{"type":"append","msg_id":-0,"aggregate_id":"a","event_type":"T","event_data":{"k":1},"version":-0}"#,
             ),
-            raw(r#"{"type":"create_snapshot","msg_id":2,"aggregate_id":"a","version":-0}"#),
-            raw(r#"{"type":"read_stream","msg_id":3,"aggregate_id":"a","from_version":-0}"#),
-            raw(r#"{"type":"read_all","msg_id":4,"from_sequence":-0,"max_count":-0}"#),
+            raw_line(r#"{"type":"create_snapshot","msg_id":2,"aggregate_id":"a","version":-0}"#),
+            raw_line(r#"{"type":"read_stream","msg_id":3,"aggregate_id":"a","from_version":-0}"#),
+            raw_line(r#"{"type":"read_all","msg_id":4,"from_sequence":-0,"max_count":-0}"#),
         ],
         &[
             appended(0, 1),
@@ -384,10 +385,10 @@ fn max_count_beyond_u64_counts_as_10000() {
         check(
             &[
                 req(append(1, "a", "T", json!({"k": 1}), json!(0))),
-                raw(&format!(
+                raw_line(&format!(
                     r#"{{"type":"read_all","msg_id":2,"max_count":{digits}}}"#
                 )),
-                raw(&format!(
+                raw_line(&format!(
                     r#"{{"type":"read_stream","msg_id":3,"aggregate_id":"a","max_count":{digits}}}"#
                 )),
             ],
@@ -427,7 +428,7 @@ fn other_integers_beyond_u64_are_error_12() {
             format!("from_sequence: {big} is out of range"),
         ),
     ] {
-        hostile(raw(&body), error_5(&named));
+        hostile(raw_line(&body), error_5(&named));
     }
 }
 
@@ -459,11 +460,11 @@ fn negative_and_non_integer_numbers_are_error_12() {
             "version: must be an integer >= 0",
         ),
     ] {
-        hostile(raw(body), error_5(named));
+        hostile(raw_line(body), error_5(named));
     }
     for id in ["1.0", "1e0", "-0.0", "-1"] {
         hostile(
-            raw(&format!(r#"{{"type":"read_all","msg_id":{id}}}"#)),
+            raw_line(&format!(r#"{{"type":"read_all","msg_id":{id}}}"#)),
             Some(
                 json!({"type": "error", "code": 12, "text": format!("msg_id: must be an integer >= 0, got {id}")}),
             ),
@@ -509,7 +510,7 @@ fn a_byte_order_mark_anywhere_else_is_not_skipped() {
     hostile("\u{FEFF}", None);
     // Inside a string it is text like any other.
     hostile(
-        raw(r#"{"type":"read_stream","msg_id":5,"aggregate_id":"﻿a"}"#),
+        raw_line(r#"{"type":"read_stream","msg_id":5,"aggregate_id":"﻿a"}"#),
         Some(
             json!({"type": "stream_read", "in_reply_to": 5, "aggregate_id": "\u{FEFF}a", "version": 0, "events": []}),
         ),
@@ -543,7 +544,7 @@ fn duplicate_field_columns_count_within_the_line() {
             2,
         ),
     ] {
-        let line = raw(body);
+        let line = raw_line(body);
         let key = &field[field.find('`').unwrap()..field.rfind('`').unwrap() + 1];
         let key = format!("\"{}\"", &key[1..key.len() - 1]);
         for bom in [&b""[..], b"\xEF\xBB\xBF"] {

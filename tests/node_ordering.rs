@@ -6,39 +6,6 @@ mod common;
 use common::*;
 use serde_json::{Value, json};
 
-/// splitmix64: a tiny, seedable PRNG.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn percent(&mut self, p: u64) -> bool {
-        self.below(100) < p
-    }
-    fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
-        &v[self.below(v.len() as u64) as usize]
-    }
-    fn uuid(&mut self) -> String {
-        let (a, b) = (self.next(), self.next());
-        format!(
-            "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
-            a >> 32,
-            (a >> 16) & 0xffff,
-            a & 0xfff,
-            b >> 52,
-            b & 0xffff_ffff_ffff
-        )
-    }
-}
-
 const AGGS: [&str; 4] = ["hot-0", "hot-1", "hot-2", "cool"];
 
 /// A generated workload: the input lines, for each reply-deserving request
@@ -53,7 +20,7 @@ struct Workload {
 }
 
 fn workload(seed: u64, n: usize) -> Workload {
-    let mut r = Rng(seed);
+    let mut r = Rng::new(seed);
     let mut versions = [0u64; 4];
     let mut ids: Vec<(String, usize)> = Vec::new(); // stored client ids, with aggregate
     let mut batches: Vec<(usize, Vec<String>)> = Vec::new(); // stored client-id batches

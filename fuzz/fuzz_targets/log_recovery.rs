@@ -12,8 +12,8 @@
 //!    successful open must work and continue the numbering.
 #![no_main]
 
-use eventstore::storage::crc32c::crc32c;
-use eventstore::storage::record::{self, FRAME_HEADER_BYTES, Frame};
+use eventstore::testing::crc32c;
+use eventstore::testing::record::{self, FRAME_HEADER_BYTES, Frame};
 use eventstore::{EventStore, ExpectedVersion, FsyncPolicy, NewEvent, SequenceNumber};
 use libfuzzer_sys::fuzz_target;
 use serde_json::value::RawValue;

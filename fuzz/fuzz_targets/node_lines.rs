@@ -73,8 +73,8 @@
 
 #![no_main]
 
-use eventstore::ids::IdScheme;
-use eventstore::protocol::Core;
+use eventstore::IdScheme;
+use eventstore::testing::Core;
 use eventstore::{EventStore, SequenceNumber};
 use libfuzzer_sys::fuzz_target;
 use serde::Deserialize;
@@ -317,7 +317,7 @@ fn optional<'a>(b: &Obj<'a>, key: &str) -> Option<&'a RawValue> {
 }
 
 /// A filter of `read_all` and `subscribe`, decoded (an oracle written apart
-/// from `eventstore::filter`).
+/// from `eventstore::Filter`).
 #[derive(Debug, Clone, Default)]
 struct Filter {
     category: Option<String>,

@@ -1,14 +1,15 @@
 //! The node: the `eventstore` binary's plumbing around the protocol core.
 //!
-//! [`lines`] cuts the input into batches of whole lines; [`pipeline`] runs
+//! `lines` cuts the input into batches of whole lines; `pipeline` runs
 //! them through decode → apply (in order) → encode on a pool of workers;
 //! `output` writes replies in input order, streamed under a memory bound and
-//! gated on durability. All protocol logic lives in
-//! [`crate::protocol`]; this module only moves bytes between threads.
+//! gated on durability. All protocol logic lives in `crate::protocol`;
+//! this module only moves bytes between threads. Its API is [`run`] with
+//! a [`Config`].
 
-pub mod lines;
+pub(crate) mod lines;
 mod output;
-pub mod pipeline;
+mod pipeline;
 
 pub use output::{FLUSH_BYTES, PENDING_BUFFERS};
 

@@ -43,7 +43,7 @@
 //! on `sync_wanted`.
 
 use crate::error::StorageError;
-use crate::protocol::{ReplySink, code, finish_error};
+use crate::protocol::{Code, ReplySink, finish_error};
 use crate::store::EventStore;
 use parking_lot::{Condvar, Mutex};
 use std::collections::BTreeMap;
@@ -308,11 +308,14 @@ impl<W: Write> Output<W> {
             if position <= s.durable {
                 s.write(&batch.replies);
             } else {
-                let failure = s.failure.clone();
-                let text = failure.map(|f| f.to_string()).unwrap_or_default();
+                // Not durable, yet released: only after a failure (above).
+                let Some(failure) = &s.failure else {
+                    panic!("a batch released before it is durable, with no failure");
+                };
+                let text = failure.to_string();
                 let mut replies = Vec::with_capacity(batch.heads.len() * 2);
                 for head in batch.heads.split(|&b| b == b'\n').filter(|h| !h.is_empty()) {
-                    finish_error(head, code::CRASH, &text, &mut replies);
+                    finish_error(head, Code::Crash, &text, &mut replies);
                 }
                 s.write(&replies);
             }

@@ -9,7 +9,7 @@
 //!
 //! - The **reader** (the calling thread) cuts stdin into batches of whole
 //!   lines, one batch per `read`, never waiting for more input
-//!   ([`super::lines`]).
+//!   (`lines.rs`).
 //! - **Workers** take batches from a bounded channel (backpressure: the
 //!   reader stops reading when all workers are busy and the queue is full).
 //!   Each decodes its whole batch in parallel with the others, and looks
@@ -22,7 +22,7 @@
 //!   O(1) work per read (it captures plans, see `protocol::handler`).
 //! - Workers then **encode** replies in parallel (folds, event formatting)
 //!   into a bounded per-batch sink, which writes them out in input order
-//!   ([`super::output`]): a small batch goes out with one `write` by
+//!   (`output.rs`): a small batch goes out with one `write` by
 //!   whichever worker completes the batch next in line, a large one is
 //!   streamed as it is made, so reply memory stays bounded.
 //!

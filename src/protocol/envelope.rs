@@ -32,9 +32,9 @@
 
 use super::position::Line;
 use super::request::{Envelope, Message, Rejection, decode_body, msg_id};
-use super::scan::{self, Scanner};
 use super::surrogates;
 use crate::escapes;
+use crate::scan::{self, Scanner};
 use crate::types::JsonText;
 use serde::{Deserialize, Deserializer};
 

@@ -28,36 +28,16 @@
 //! in-memory view may hold writes that never became durable.
 
 use super::envelope::decode;
-use super::request::{Envelope, Message, Rejection, Request, code};
+use super::request::{Code, Envelope, Message, Rejection, Request};
+use super::sink::{ReplySink, write_events};
 use super::subscriptions::{self, Delivery, Full, MAX_SUBSCRIPTIONS, Subscriber, Subscriptions};
+use crate::aggregate::{Aggregate, SnapshotRecord};
 use crate::error::{AppendError, ConcurrencyError};
-use crate::filter::{self, Filter, PageBounds};
+use crate::filter::{Filter, PageBounds};
 use crate::json;
-use crate::snapshot::{FoldPlan, SnapshotRecord};
-use crate::store::{Aggregate, Appended, EventStore};
+use crate::store::{Appended, EventStore, FoldPlan};
 use crate::types::{SequenceNumber, Version};
 use std::sync::Arc;
-
-/// Where [`encode`] writes replies (see the module docs).
-pub trait ReplySink {
-    /// The buffer replies are appended to.
-    fn buffer(&mut self) -> &mut Vec<u8>;
-    /// Called between two pieces of a long reply and after every reply:
-    /// the buffer may be written out here once it holds enough.
-    fn boundary(&mut self);
-    /// Called before a reply that takes long to make: whatever is buffered
-    /// may be written out now, if that needs no waiting.
-    fn before_long_reply(&mut self);
-}
-
-/// A plain buffer: everything stays in memory (tests, [`Core::handle`]).
-impl ReplySink for Vec<u8> {
-    fn buffer(&mut self) -> &mut Vec<u8> {
-        self
-    }
-    fn boundary(&mut self) {}
-    fn before_long_reply(&mut self) {}
-}
 
 /// Reads of at least this many events, or folds over at least this many,
 /// count as long replies (see [`ReplySink::before_long_reply`]).
@@ -206,7 +186,7 @@ impl Core {
             Err(rejection) => Outcome::Error(rejection.clone()),
             Ok(_) if let Some(failure) = self.store.storage_failure() => {
                 Outcome::Error(Rejection {
-                    code: code::CRASH,
+                    code: Code::Crash,
                     text: failure.to_string(),
                 })
             }
@@ -248,7 +228,7 @@ impl Core {
         match self.subscriptions.add(node, client, filter, from) {
             Ok(subscriber) => Outcome::Subscribed { subscriber, head },
             Err(Full) => Outcome::Error(Rejection {
-                code: code::TEMPORARILY_UNAVAILABLE,
+                code: Code::TemporarilyUnavailable,
                 text: format!(
                     "too many subscriptions: a node holds at most {MAX_SUBSCRIPTIONS}; unsubscribe first"
                 ),
@@ -276,22 +256,28 @@ impl Core {
                 },
                 // Applying one message twice is a bug in the caller.
                 None => Outcome::Error(Rejection {
-                    code: code::CRASH,
+                    code: Code::Crash,
                     text: "request applied twice".into(),
                 }),
                 Some(Err(AppendError::Concurrency(e))) => Outcome::Concurrency(e),
                 Some(Err(AppendError::IdConflict(e))) => Outcome::Error(Rejection {
-                    code: code::PRECONDITION_FAILED,
+                    code: Code::PreconditionFailed,
                     text: e.to_string(),
                 }),
                 Some(Err(AppendError::Invalid(e))) => Outcome::Error(Rejection {
-                    code: code::MALFORMED_REQUEST,
+                    code: Code::MalformedRequest,
+                    text: e.to_string(),
+                }),
+                // The request is fine: the store has no room for it
+                // (nothing was appended).
+                Some(Err(e @ AppendError::Full { .. })) => Outcome::Error(Rejection {
+                    code: Code::TemporarilyUnavailable,
                     text: e.to_string(),
                 }),
                 // Only when the store failed before this append (a deferred
                 // append does no I/O; the failure itself surfaces in a sync).
                 Some(Err(AppendError::Storage(e))) => Outcome::Error(Rejection {
-                    code: code::CRASH,
+                    code: Code::Crash,
                     text: e.to_string(),
                 }),
             },
@@ -306,7 +292,7 @@ impl Core {
             Request::ReadSnapshot { aggregate_id } => match store.snapshot_record(aggregate_id) {
                 Some((aggregate, record)) => Outcome::SnapshotRead(aggregate, record),
                 None => Outcome::Error(Rejection {
-                    code: code::KEY_DOES_NOT_EXIST,
+                    code: Code::KeyDoesNotExist,
                     text: format!("aggregate {aggregate_id:?} has no snapshot"),
                 }),
             },
@@ -356,7 +342,7 @@ impl Core {
                     Outcome::Unsubscribed(*subscription)
                 } else {
                     Outcome::Error(Rejection {
-                        code: code::KEY_DOES_NOT_EXIST,
+                        code: Code::KeyDoesNotExist,
                         text: format!("subscription {subscription} does not exist"),
                     })
                 }
@@ -442,10 +428,10 @@ pub fn encode_error_head(message: &Message<'_>, source: &ReplySource, out: &mut 
 
 /// Completes a head from [`encode_error_head`] (given without its newline)
 /// into an error reply line with `code` and `text`.
-pub fn finish_error(head: &[u8], code: u64, text: &str, out: &mut Vec<u8>) {
+pub fn finish_error(head: &[u8], code: Code, text: &str, out: &mut Vec<u8>) {
     out.extend_from_slice(head);
     out.extend_from_slice(b",\"code\":");
-    json::write_u64(out, code);
+    json::write_u64(out, code.number());
     out.extend_from_slice(b",\"text\":");
     json::write_str(out, text);
     out.extend_from_slice(b"}}\n");
@@ -558,7 +544,7 @@ fn encode_fields(
         } => {
             sink.buffer().extend_from_slice(b",\"events\":[");
             let (mut found, mut last) = (0, None);
-            let matches = filter::matches(store, &filter, bounds, max_count).inspect(|seq| {
+            let matches = store.matching(&filter, bounds, max_count).inspect(|seq| {
                 found += 1;
                 last = Some(seq.0);
             });
@@ -603,7 +589,7 @@ fn encode_small_fields(
         Outcome::Silent | Outcome::InitOk => {}
         Outcome::Error(r) => {
             out.extend_from_slice(b",\"code\":");
-            json::write_u64(out, r.code);
+            json::write_u64(out, r.code.number());
             out.extend_from_slice(b",\"text\":");
             json::write_str(out, &r.text);
         }
@@ -657,34 +643,6 @@ fn encode_small_fields(
             unreachable!("event lists are written by encode_fields")
         }
     }
-}
-
-/// Writes the events as a comma-separated list, offering the sink a
-/// boundary after each one, so that a long list is never whole in memory.
-fn write_events(
-    store: &EventStore,
-    seqs: impl Iterator<Item = SequenceNumber>,
-    sink: &mut impl ReplySink,
-) {
-    for (i, seq) in seqs.enumerate() {
-        let out = sink.buffer();
-        if i > 0 {
-            out.push(b',');
-        }
-        // The plan only names published events (apply captured them below
-        // the head), and published events are never removed.
-        write_event(store, seq, out);
-        sink.boundary();
-    }
-}
-
-/// Writes the event at `seq`, which a plan names: plans only name
-/// published events, and published events are never removed.
-pub(crate) fn write_event(store: &EventStore, seq: SequenceNumber, out: &mut Vec<u8>) {
-    let Some(event) = store.event(seq) else {
-        panic!("event {seq} of a read plan is missing");
-    };
-    event.write_json(out);
 }
 
 /// The JSON text of a reply's `src`.

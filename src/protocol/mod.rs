@@ -3,17 +3,16 @@
 //! [`handler`] for how the three steps are split between serial and
 //! parallel work.
 
-pub mod envelope;
-pub mod handler;
+mod envelope;
+mod handler;
 mod position;
-pub mod request;
-pub(crate) mod scan;
-pub mod subscriptions;
+mod request;
+mod sink;
+mod subscriptions;
 mod surrogates;
 
 pub use envelope::decode;
-pub use handler::{
-    Core, Outcome, ReplySink, ReplySource, encode, encode_error_head, finish_error, resolve,
-};
-pub use request::code;
-pub use request::{Message, Rejection, Request};
+pub use handler::{Core, Outcome, ReplySource, encode, encode_error_head, finish_error, resolve};
+pub use request::Code;
+pub use request::Message;
+pub use sink::ReplySink;

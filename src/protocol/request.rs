@@ -14,9 +14,10 @@
 
 use super::envelope::{Payload, RawBody, RawEvent, elements};
 use super::position::{Line, problem};
+use crate::aggregate::Aggregate;
 use crate::event::NewEvent;
 use crate::filter::Filter;
-use crate::store::{Aggregate, EventStore, Prepared};
+use crate::store::{EventStore, Prepared};
 use crate::time::Timestamp;
 use crate::types::{EventId, ExpectedVersion, JsonText, SequenceNumber, Version};
 use std::borrow::Cow;
@@ -29,20 +30,29 @@ pub const DEFAULT_MAX_COUNT: u64 = 1_000;
 /// Values of `max_count` above this count as this.
 pub const MAX_MAX_COUNT: u64 = 10_000;
 
-/// Error codes (Maelstrom's).
-pub mod code {
+/// The protocol's error codes (Maelstrom's): the one place their numbers
+/// are written ([`Code::number`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Code {
     /// Unknown message type.
-    pub const NOT_SUPPORTED: u64 = 10;
+    NotSupported = 10,
+    /// Temporarily unavailable: too many subscriptions, or a full store.
+    TemporarilyUnavailable = 11,
     /// Malformed request: a field missing, mistyped or out of range.
-    pub const MALFORMED_REQUEST: u64 = 12;
-    /// Temporarily unavailable (too many subscriptions).
-    pub const TEMPORARILY_UNAVAILABLE: u64 = 11;
+    MalformedRequest = 12,
     /// The node could not do what it should have (storage failed).
-    pub const CRASH: u64 = 13;
+    Crash = 13,
     /// The thing asked for does not exist.
-    pub const KEY_DOES_NOT_EXIST: u64 = 20;
+    KeyDoesNotExist = 20,
     /// A precondition (event-id uniqueness) failed.
-    pub const PRECONDITION_FAILED: u64 = 22;
+    PreconditionFailed = 22,
+}
+
+impl Code {
+    /// The code's number, as the reply carries it.
+    pub fn number(self) -> u64 {
+        self as u64
+    }
 }
 
 /// The events of an append: one (the single form, no allocation) or many.
@@ -159,7 +169,7 @@ pub enum Request<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
     /// The protocol error code.
-    pub code: u64,
+    pub code: Code,
     /// What was wrong, naming the field.
     pub text: String,
 }
@@ -175,7 +185,7 @@ impl Rejection {
             format!("{field}: {problem}")
         };
         Rejection {
-            code: code::MALFORMED_REQUEST,
+            code: Code::MalformedRequest,
             text,
         }
     }
@@ -578,7 +588,7 @@ pub(crate) fn decode_body<'a>(b: &RawBody<'a>, line: Line<'_>) -> Result<Request
             Ok(Request::Init { node_id })
         }
         other => Err(Rejection {
-            code: code::NOT_SUPPORTED,
+            code: Code::NotSupported,
             text: format!("type: unknown message type {other:?}"),
         }),
     }
@@ -598,7 +608,7 @@ mod tests {
         }
     }
 
-    fn rejection(body: &str) -> (u64, String) {
+    fn rejection(body: &str) -> (Code, String) {
         let r = request(body).expect_err("should be rejected");
         (r.code, r.text)
     }
@@ -688,7 +698,7 @@ mod tests {
         ];
         for (body, field) in cases {
             let (code, text) = rejection(body);
-            assert_eq!(code, code::MALFORMED_REQUEST, "{body}");
+            assert_eq!(code, Code::MalformedRequest, "{body}");
             assert!(text.starts_with(field), "{body}: {text}");
         }
     }
@@ -705,7 +715,7 @@ mod tests {
 
     #[test]
     fn unknown_type_is_code_10() {
-        assert_eq!(rejection(r#"{"type":"dance"}"#).0, code::NOT_SUPPORTED);
+        assert_eq!(rejection(r#"{"type":"dance"}"#).0, Code::NotSupported);
     }
 
     #[test]
@@ -838,7 +848,7 @@ mod tests {
             panic!()
         };
         assert_eq!(e.msg_id, Some(9));
-        assert_eq!(e.request.unwrap_err().code, code::MALFORMED_REQUEST);
+        assert_eq!(e.request.unwrap_err().code, Code::MalformedRequest);
     }
 
     #[test]

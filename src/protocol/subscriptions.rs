@@ -12,8 +12,8 @@
 //! input, so no message of it follows the `unsubscribed` reply. All of this
 //! is plain data decided in input order; the node's workers only encode it.
 
-use super::handler::{ReplySink, write_event};
-use crate::filter::{self, Filter, PageBounds};
+use super::sink::{ReplySink, write_event};
+use crate::filter::{Filter, PageBounds};
 use crate::json;
 use crate::store::{Appended, EventStore};
 use crate::types::SequenceNumber;
@@ -96,16 +96,6 @@ impl Subscriptions {
         }
     }
 
-    /// Number of live subscriptions.
-    pub fn len(&self) -> usize {
-        self.live.len()
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.live.is_empty()
-    }
-
     /// The `event` messages a fresh append sends: for each of its events in
     /// order, one per matching subscription in subscription order. A retry
     /// appended nothing and sends nothing.
@@ -167,7 +157,7 @@ pub fn write_catch_up(
         from: subscriber.from.0,
         last: head.0,
     };
-    for seq in filter::matches(store, &subscriber.filter, bounds, u64::MAX) {
+    for seq in store.matching(&subscriber.filter, bounds, u64::MAX) {
         write_event_message(store, subscriber, seq, sink.buffer());
         sink.boundary();
     }

@@ -3,8 +3,8 @@
 //! # Writing
 //!
 //! Records are serialised into an in-memory `pending` buffer by the thread
-//! that makes them (for appends: the journaller, `journal.rs`, following the log, so
-//! records lie in the file in sequence-number order). A logical position
+//! that makes them (the journaller, `store/journal.rs`, following the log,
+//! so records lie in the file in sequence-number order). A logical position
 //! (LSN: bytes ever appended) names every point in the log.
 //!
 //! [`Wal::sync`] makes everything up to an LSN durable. Callers queue on the
@@ -218,11 +218,6 @@ impl Wal {
         })
     }
 
-    /// The data directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Appends records (written by `write` into the pending buffer) and
     /// returns the LSN just past them.
     pub fn append(&self, write: impl FnOnce(&mut Vec<u8>)) -> u64 {
@@ -231,11 +226,6 @@ impl Wal {
         write(&mut p.buf);
         p.end += (p.buf.len() - before) as u64;
         p.end
-    }
-
-    /// The LSN just past everything appended so far.
-    pub fn position(&self) -> u64 {
-        self.pending.lock().end
     }
 
     /// The highest sequence number known durable.

@@ -16,7 +16,7 @@
 //! store may be allocated where a dropped one was). It holds a `Weak`, so
 //! it keeps no aggregate, and no store's data, alive.
 
-use super::Aggregate;
+use crate::aggregate::Aggregate;
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};

@@ -10,8 +10,15 @@
 //! * [`Session`]: an interactive node (one request, one reply, stdin open).
 //! * [`hostile`]: a hostile line between an append and two reads that show
 //!   the store unchanged (docs/protocol.md "Bad input").
+//! * everything of `tests/support/mod.rs` (re-exported): [`Rng`], [`soak`],
+//!   [`raw`], the fold model [`fold`].
 
 #![allow(dead_code)]
+
+#[path = "../support/mod.rs"]
+mod support;
+#[allow(unused_imports)] // Not every test file uses these.
+pub use support::*;
 
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -663,59 +670,6 @@ impl Drop for TempDir {
     }
 }
 
-/// splitmix64: a tiny seeded PRNG, so a failing run can be repeated.
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator from `seed`.
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (`n > 0`).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-
-    /// Uniform in `lo..=hi`.
-    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.below(hi - lo + 1)
-    }
-
-    /// `true` with probability `percent`/100.
-    pub fn percent(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-
-    /// One element of `items`.
-    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
-    }
-
-    /// `n` random bytes.
-    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next_u64() as u8).collect()
-    }
-
-    /// A random version-4 UUID in canonical lowercase form.
-    pub fn uuid(&mut self) -> String {
-        let v = (u128::from(self.next_u64()) << 64 | u128::from(self.next_u64()))
-            & !(0xf << 76 | 0x3 << 62)
-            | (0x4 << 76 | 0x2 << 62);
-        uuid::Uuid::from_u128(v).hyphenated().to_string()
-    }
-}
-
 /// The seed for a randomised test: `EVENTSTORE_SEED` if set, else the
 /// clock. Printed (shown when the test fails) so the run can be repeated.
 pub fn test_seed(test: &str) -> u64 {
@@ -729,11 +683,6 @@ pub fn test_seed(test: &str) -> u64 {
         });
     eprintln!("{test}: seed {seed} (repeat with EVENTSTORE_SEED={seed})");
     seed
-}
-
-/// Whether the heavier settings are asked for (`EVENTSTORE_SOAK=1`).
-pub fn soak() -> bool {
-    std::env::var("EVENTSTORE_SOAK").is_ok_and(|v| v == "1")
 }
 
 /// A node whose stdin a test drives from its own thread and which the test
@@ -868,20 +817,6 @@ pub fn read_snapshot_of(s: &mut Session, aggregate: &str) -> Option<(u64, Value)
         Some("error") if body["code"] == 20 => None,
         _ => panic!("read_snapshot {aggregate:?}: unexpected reply {body}"),
     }
-}
-
-/// The state fold of docs/protocol.md over `data` values: a shallow merge of the
-/// objects into `{}`, non-objects ignored.
-pub fn fold<'a>(data: impl IntoIterator<Item = &'a Value>) -> Value {
-    let mut state = serde_json::Map::new();
-    for d in data {
-        if let Value::Object(m) = d {
-            for (k, v) in m {
-                state.insert(k.clone(), v.clone());
-            }
-        }
-    }
-    Value::Object(state)
 }
 
 impl Session {

@@ -14,9 +14,9 @@
 //! back): the visible end is the durable head, which advances with every
 //! sync, not the published head.
 
+use super::EventStore;
 use crate::event::RecordedEvent;
 use crate::filter::Filter;
-use crate::store::EventStore;
 use crate::types::SequenceNumber;
 use std::time::{Duration, Instant};
 

@@ -16,31 +16,18 @@
 //! A snapshot of the fold (no client-given state) is recorded as just its
 //! version: the fold of the first `v` events is fixed forever, so it is
 //! computed on first read and memoised (`OnceLock`). Creating one is O(1);
-//! a snapshot with a given state stores that JSON text.
+//! a snapshot with a given state stores that JSON text. The record lives
+//! in the aggregate's snapshot slot ([`SnapshotRecord`], `src/aggregate.rs`).
 
+use super::EventStore;
+use crate::aggregate::state_cache::{CHECKPOINT_EVERY, Folded, worth_keeping};
+use crate::aggregate::{Aggregate, SnapshotRecord, SnapshotState};
 use crate::error::{AppendError, ConcurrencyError};
 use crate::fold::Fold;
-use crate::state_cache::{CHECKPOINT_EVERY, Folded, worth_keeping};
-use crate::store::{Aggregate, EventStore};
 use crate::time::Timestamp;
-use crate::types::{JsonText, SequenceNumber, Version};
+use crate::types::{JsonText, Version};
 use serde_json::value::RawValue;
 use std::sync::{Arc, OnceLock};
-
-/// A stored snapshot (its state may not be folded yet).
-#[derive(Debug)]
-pub struct SnapshotRecord {
-    pub(crate) version: Version,
-    pub(crate) state: SnapshotState,
-}
-
-#[derive(Debug)]
-pub(crate) enum SnapshotState {
-    /// The state a client gave.
-    Given(Box<str>),
-    /// The fold of the first `version` events, computed on first read.
-    Folded(OnceLock<Box<str>>),
-}
 
 /// A snapshot as read.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -92,7 +79,8 @@ impl FoldPlan {
     /// Folds and writes the state as JSON text to `out`; returns the number
     /// of events the fold covers (after the snapshot, if one is used). A
     /// fold from `{}` starts from the nearest cached state at or before its
-    /// end (`state_cache.rs`); the result is the same, and so is the count.
+    /// end (`aggregate/state_cache.rs`); the result is the same, and so is
+    /// the count.
     pub fn write_state(&self, store: &EventStore, out: &mut Vec<u8>) -> u64 {
         let Some(aggregate) = &self.aggregate else {
             out.extend_from_slice(b"{}");
@@ -130,7 +118,9 @@ impl FoldPlan {
     pub fn state(&self, store: &EventStore) -> (String, u64) {
         let mut out = Vec::new();
         let n = self.write_state(store, &mut out);
-        (String::from_utf8(out).unwrap_or_default(), n)
+        // States and folds are written from `str`s only.
+        let state = String::from_utf8(out).unwrap_or_else(|e| panic!("a state is not UTF-8: {e}"));
+        (state, n)
     }
 }
 
@@ -167,7 +157,7 @@ fn last_version_at(
 
 /// The fold from `{}` of `aggregate`'s first `end` events, starting from the
 /// nearest cached state at or before `end` and leaving checkpoints and the
-/// latest state behind for later reads (see `state_cache.rs`).
+/// latest state behind for later reads (see `aggregate/state_cache.rs`).
 fn fold_from_empty(store: &EventStore, aggregate: &Aggregate, end: Version) -> Arc<str> {
     let base = aggregate.states.at_or_before(end.0);
     if let Some(base) = &base
@@ -300,21 +290,6 @@ impl EventStore {
         Ok(current)
     }
 
-    /// Puts back a snapshot read from a durable log.
-    pub(crate) fn restore_snapshot(
-        &self,
-        aggregate_id: &str,
-        version: Version,
-        state: Option<&RawValue>,
-    ) {
-        let aggregate = self.find_or_create(aggregate_id);
-        let state = match state {
-            Some(raw) => SnapshotState::Given(raw.get().into()),
-            None => SnapshotState::Folded(OnceLock::new()),
-        };
-        *aggregate.snapshot.lock() = Some(Arc::new(SnapshotRecord { version, state }));
-    }
-
     /// The aggregate's latest snapshot, if any.
     pub fn snapshot(&self, aggregate_id: &str) -> Option<Snapshot> {
         let (aggregate, record) = self.snapshot_record(aggregate_id)?;
@@ -392,12 +367,5 @@ impl EventStore {
     /// or before that time.
     pub fn state_at(&self, aggregate_id: &str, at: Timestamp) -> String {
         self.state_plan(aggregate_id, at).state(self).0
-    }
-
-    /// Sequence numbers of an aggregate's events (for tests and tools).
-    pub fn stream_sequence_numbers(&self, aggregate_id: &str) -> Vec<SequenceNumber> {
-        self.find(aggregate_id)
-            .map(|a| self.stream_slice(&a, Version(1), Version(u64::MAX)))
-            .unwrap_or_default()
     }
 }

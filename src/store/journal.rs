@@ -20,9 +20,9 @@
 //! sync. The in-memory append path never takes the turn; only durability
 //! waits for it (and for the disk).
 //!
-//! The WAL's failure rules are the WAL's own (`wal.rs`): after the first
-//! error every later sync reports it, so nothing after a gap is ever
-//! acknowledged.
+//! The WAL's failure rules are the WAL's own (`storage/wal.rs`): after
+//! the first error every later sync reports it, so nothing after a gap is
+//! ever acknowledged.
 //!
 //! # Orderings
 //!
@@ -31,11 +31,11 @@
 //! waits on, then `written_lsn`, which is therefore at least the position
 //! after the records counted.
 
-use super::record::{self, EventRecord};
-use super::wal::Wal;
 use crate::error::StorageError;
 use crate::ids::IdScheme;
 use crate::log::{Commit, Log};
+use crate::storage::Wal;
+use crate::storage::record::{self, EventRecord};
 use crate::types::{SequenceNumber, Version};
 use parking_lot::{Condvar, Mutex};
 use std::collections::VecDeque;
@@ -342,7 +342,9 @@ impl Shared {
         let mut queue = self.snapshots.lock();
         let mut snaps = 0;
         while queue.front().is_some_and(|j| j.cover <= written) {
-            let Some(job) = queue.pop_front() else { break };
+            let Some(job) = queue.pop_front() else {
+                panic!("journal: the snapshot queue emptied under its lock");
+            };
             let lsn = self.wal.append(|buf| {
                 record::write_snapshot(buf, &job.aggregate_id, job.version.0, job.state.as_deref());
             });
@@ -366,6 +368,12 @@ fn write_commit(buf: &mut Vec<u8>, commit: &Commit, first: u64, ids: &IdScheme) 
     let recorded_at = commit.link.recorded.load(Relaxed);
     let count = u32::try_from(commit.link.count())
         .unwrap_or_else(|_| panic!("a commit of {} events", commit.link.count()));
+    // The frame says `count` events follow: it must hold exactly those.
+    assert_eq!(
+        commit.events.len() as u64,
+        commit.link.count(),
+        "journal: the commit at {first} holds a different number of events than its header"
+    );
     let at = record::begin_append(buf, first, base + 1, count, commit.aggregate.name());
     for (i, e) in commit.events.iter().enumerate() {
         let (id, client_id) = match e.given_id() {

@@ -10,13 +10,22 @@
 //! The latest snapshot sits behind its own small mutex: only snapshot
 //! writes and reads take it, never an append, so nothing an append waits
 //! for is held there (and it is held only to swap or clone an `Arc`).
+//!
+//! This module sits below the log (a commit holds its aggregate's entry)
+//! and knows nothing of it: the value of `last` before the first commit is
+//! the log's to give ([`Aggregate::new`]). What readers build on the entry
+//! lives here too: the version index (`versions.rs`) and the cache of
+//! folded states (`state_cache.rs`).
 
-use super::versions::VersionIndex;
-use crate::snapshot::SnapshotRecord;
-use crate::state_cache::StateCache;
+pub(crate) mod state_cache;
+pub(crate) mod versions;
+
+use crate::types::Version;
 use parking_lot::Mutex;
+use state_cache::StateCache;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
+use versions::VersionIndex;
 
 /// One aggregate (stream). Shared by the map and by each of its commits.
 #[derive(Debug)]
@@ -34,10 +43,12 @@ pub struct Aggregate {
 }
 
 impl Aggregate {
-    pub(crate) fn new(name: Arc<str>) -> Aggregate {
+    /// An entry with no commit yet: `last` holds `none`, the log's id for
+    /// "no commit" (`link::NONE`).
+    pub(crate) fn new(name: Arc<str>, none: u64) -> Aggregate {
         Aggregate {
             name,
-            last: AtomicU64::new(crate::log::link::NONE),
+            last: AtomicU64::new(none),
             snapshot: Mutex::new(None),
             versions: OnceLock::new(),
             states: StateCache::default(),
@@ -48,4 +59,20 @@ impl Aggregate {
     pub fn name(&self) -> &str {
         &self.name
     }
+}
+
+/// A stored snapshot, as the entry's snapshot slot holds it (its state may
+/// not be folded yet: see `store/snapshots.rs`).
+#[derive(Debug)]
+pub struct SnapshotRecord {
+    pub(crate) version: Version,
+    pub(crate) state: SnapshotState,
+}
+
+#[derive(Debug)]
+pub(crate) enum SnapshotState {
+    /// The state a client gave.
+    Given(Box<str>),
+    /// The fold of the first `version` events, computed on first read.
+    Folded(OnceLock<Box<str>>),
 }
