@@ -17,8 +17,9 @@
 //! [`LOOK_LIMIT`] events; `next_sequence` is where the next page starts
 //! (`from` plus the number of events looked at). An aggregate filter reads
 //! the aggregate's own positions (a binary search, then only its events),
-//! so its cost follows what it returns, not the size of the log; the others
-//! scan within the look limit. Both give the same page.
+//! a category filter the category index's (`category_index.rs`), so their
+//! cost follows what they return, not the size of the log; an event-type
+//! filter alone scans within the look limit. All give the scan's page.
 
 use crate::event::RecordedEvent;
 use crate::store::EventStore;
@@ -117,15 +118,16 @@ pub fn matches<'s>(
     let wanted = usize::try_from(max_count).unwrap_or(usize::MAX);
     let matching =
         move |seq: &SequenceNumber| store.event(*seq).is_some_and(|e| filter.matches_event(&e));
-    match filter.aggregate_id.as_deref() {
+    // With no type filter, every event of an aggregate matches.
+    let cap = if filter.event_types.is_some() {
+        usize::MAX
+    } else {
+        wanted
+    };
+    match (filter.aggregate_id.as_deref(), filter.category.as_deref()) {
         // The aggregate's own positions (sequence numbers rise with its
         // versions): with no type filter, exactly what is returned.
-        Some(aggregate_id) => {
-            let cap = if filter.event_types.is_some() {
-                usize::MAX
-            } else {
-                wanted
-            };
+        (Some(aggregate_id), _) => {
             let seqs = store.stream_positions_between(
                 aggregate_id,
                 SequenceNumber(bounds.from),
@@ -134,7 +136,20 @@ pub fn matches<'s>(
             );
             Box::new(seqs.into_iter().filter(matching).take(wanted))
         }
-        None => Box::new(
+        // The category index's candidates (`category_index.rs`), checked
+        // like scanned events.
+        (None, Some(category)) => Box::new(
+            store
+                .category_candidates(
+                    category,
+                    SequenceNumber(bounds.from),
+                    SequenceNumber(bounds.last),
+                    cap,
+                )
+                .filter(matching)
+                .take(wanted),
+        ),
+        (None, None) => Box::new(
             (bounds.from..=bounds.last)
                 .map(SequenceNumber)
                 .filter(matching)

@@ -20,6 +20,8 @@
 //! event.rs      NewEvent (input), Event (stored texts), RecordedEvent (with its position)
 //! fold.rs       the state fold (shallow merge) on raw JSON text
 //! filter.rs     filters (category, aggregate, event types); filtered log pages
+//! category_index.rs  category → its events' sequence numbers, built by readers
+//!   positions.rs  one category's rising list: one writer, lock-free readers
 //! log.rs        the global log: commit nodes in an arena, seq → node index
 //!   chunks.rs     append-only chunked array (never moves, never frees)
 //!   link.rs       the lock-free protocol: reserve (CAS), link (helping), head (loom-checked)
@@ -79,6 +81,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod category_index;
 pub mod error;
 pub(crate) mod escapes;
 pub mod event;

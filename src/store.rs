@@ -197,6 +197,8 @@ pub struct EventStore {
     /// Subscribers waiting for the log to grow (`notify.rs`): notified
     /// after every append and every sync.
     pub(crate) published: EventCount,
+    /// Category → sequence numbers, built by readers (`category_index.rs`).
+    pub(crate) categories: crate::category_index::CategoryIndex,
 }
 
 impl Default for EventStore {
@@ -238,6 +240,7 @@ impl EventStore {
             journal: None,
             id: recent::new_store_id(),
             published: EventCount::default(),
+            categories: Default::default(),
         }
     }
 
