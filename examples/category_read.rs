@@ -9,8 +9,9 @@
 //!   `max_count` 100 until `next_sequence` passes the head (1 page on the
 //!   short log; 10 on the long one, whose pages end at the 100,000-event
 //!   look limit);
-//! - `user100`: one page of 100 events of the dense category `user` from a
+//! - `user`: one page of 100 events of the dense category `user` from a
 //!   random `from_sequence`;
+//!
 //! each through `read_all_filtered` (the index) and through the scan that
 //! served them before (every event of the page's window looked at). The
 //! two logs are measured in turns, `ROUNDS` rounds of `READS` reads each;
@@ -68,12 +69,12 @@ fn scan_page(store: &EventStore, filter: &Filter, from: u64, max: u64) -> (u64, 
         if found == max {
             break;
         }
-        if let Some(e) = store.event(SequenceNumber(seq)) {
-            if filter.matches_event(&e) {
-                black_box(e.event_type());
-                found += 1;
-                last = Some(seq);
-            }
+        if let Some(e) = store.event(SequenceNumber(seq))
+            && filter.matches_event(&e)
+        {
+            black_box(e.event_type());
+            found += 1;
+            last = Some(seq);
         }
     }
     (found, bounds.next_sequence(max, found, last))
