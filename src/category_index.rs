@@ -22,7 +22,9 @@
 //! caller filters with the whole filter (category, event types). So the
 //! reply is the scan's, event for event (the page bounds, `next_sequence`
 //! and `head` are computed as before, in `filter.rs`); only the events
-//! outside the category are no longer looked at.
+//! outside the category are no longer looked at. The node's subscription
+//! catch-up goes through the same page code (`filter::matches`), so it uses
+//! the index too; live delivery and library subscriptions follow the log.
 //!
 //! # Built lazily, by readers
 //!
@@ -205,7 +207,10 @@ impl EventStore {
         let mut listed = None;
         if split >= from {
             match index.lists.try_get(key) {
-                TryResult::Present(list) => {
+                TryResult::Present(entry) => {
+                    // The shard's read lock is held only for this clone.
+                    let list = Arc::clone(entry.value());
+                    drop(entry);
                     listed = Some(list.range(from, split).peekable());
                 }
                 TryResult::Absent => {}
