@@ -146,7 +146,9 @@ impl CategoryIndex {
             let Some((commit, i)) = log.locate(seq) else {
                 panic!("visible event {seq} is missing from the log's index");
             };
-            let end = seq + (commit.link.count - 1 - i as u64);
+            // The builder stops only at the end of a commit.
+            assert_eq!(i, 0, "category index stopped inside the commit of {seq}");
+            let end = seq + commit.link.count - 1;
             if let Some(key) = key_of(commit.aggregate.name()) {
                 match builder.writers.get_mut(key) {
                     Some(writer) => writer.push_range(seq, end),
