@@ -235,7 +235,7 @@ fn readers_racing_writers_see_the_model_and_the_index_ends_equal_to_it() {
     let _machine = support::whole_machine();
     const WRITERS: u64 = 4;
     const READERS: u64 = 3;
-    let per_writer = support::scaled(3_000, 30_000) as u64;
+    let per_writer = support::scaled(10_000, 100_000) as u64;
     let hot = [
         "user-1",
         "user-2",
@@ -272,7 +272,7 @@ fn readers_racing_writers_see_the_model_and_the_index_ends_equal_to_it() {
                 s.spawn(move || {
                     let mut rng = Rng::from_state(0xdef + r);
                     let mut pages = Vec::new();
-                    for _ in 0..400 {
+                    for _ in 0..1_000 {
                         let filter = random_filter(&mut rng);
                         let head = store.head().0;
                         let from = rng.below(head + 2);
