@@ -18,8 +18,9 @@
 //! [`LOOK_LIMIT`] events; `next_sequence` is where the next page starts
 //! (`from` plus the number of events looked at). An aggregate filter reads
 //! the aggregate's own positions (a binary search, then only its events),
-//! so its cost follows what it returns, not the size of the log; the others
-//! scan within the look limit. Both give the same page.
+//! a category filter the category index's (`store/categories.rs`), so their
+//! cost follows what they return, not the size of the log; an event-type
+//! filter alone scans within the look limit. All give the scan's page.
 
 use crate::event::RecordedEvent;
 use crate::types::SequenceNumber;

@@ -42,6 +42,8 @@
 //!   append.rs     the append path (no lock, no waiting)
 //!   claims.rs     client ids: the claim protocol, with its argument
 //!   reads.rs      stream, global and filtered reads
+//!   categories.rs category → its events' sequence numbers, built lazily by readers
+//!     positions.rs  one category's rising list: one writer, lock-free readers
 //!   snapshots.rs  snapshots, replay, state-at-time (plans executed later)
 //!   subscription.rs  library subscriptions: catch-up, then live, filtered
 //!   journal.rs    the journaller: one thread writes the log to the WAL in sequence order
@@ -128,6 +130,7 @@ pub use types::{EventId, ExpectedVersion, JsonText, SequenceNumber, Version};
 /// not part of the API, not covered by semver, hidden from the docs.
 #[doc(hidden)]
 pub mod testing {
+    pub use crate::filter::PageBounds;
     pub use crate::node::lines::Lines;
     pub use crate::protocol::{Core, decode, encode};
     pub use crate::storage::crc32c::crc32c;

@@ -66,6 +66,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 mod append;
+mod categories;
 mod claims;
 mod durable;
 mod journal;
@@ -119,6 +120,8 @@ pub struct EventStore {
     /// Subscribers waiting for the log to grow (`notify.rs`): notified
     /// after every append and every sync.
     pub(crate) published: EventCount,
+    /// Category → sequence numbers, built by readers (`store/categories.rs`).
+    pub(crate) categories: categories::CategoryIndex,
 }
 
 impl Default for EventStore {
@@ -155,6 +158,7 @@ impl EventStore {
             journal: None,
             id: recent::new_store_id(),
             published: EventCount::default(),
+            categories: Default::default(),
         }
     }
 

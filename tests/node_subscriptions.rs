@@ -175,7 +175,7 @@ fn shape(line: &Value) -> Value {
 
 fn random_filter(rng: &mut Rng, body: &mut Value) {
     if rng.percent(40) {
-        body["category"] = json!(rng.pick(&["user", "user-eu", "order", "users"]));
+        body["category"] = json!(rng.pick(&["user", "user-eu", "order", "users", "user-", "x"]));
     }
     if rng.percent(20) {
         body["aggregate_id"] = json!(rng.pick(&["user-1", "user-eu-2", "order-3", "users-1"]));
@@ -199,6 +199,8 @@ fn workload(seed: u64, n: usize) -> Vec<(String, Value)> {
         "users-1",
         "order-3",
         "user",
+        "user-",
+        "x",
     ];
     let mut out = Vec::new();
     for msg_id in 1..=n as u64 {

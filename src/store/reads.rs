@@ -168,8 +168,9 @@ impl EventStore {
     }
 
     /// The matching sequence numbers of a filtered page, in order, at most
-    /// `max_count` (an aggregate filter reads the aggregate's own
-    /// positions; the others scan the page: see `filter.rs`).
+    /// `max_count`: an aggregate filter reads the aggregate's own positions,
+    /// a category filter the category index's (`categories.rs`), an
+    /// event-type filter alone scans the page (see `filter.rs`).
     pub(crate) fn matching<'s>(
         &'s self,
         filter: &'s Filter,
@@ -180,15 +181,16 @@ impl EventStore {
         let wanted = usize::try_from(max_count).unwrap_or(usize::MAX);
         let matching =
             move |seq: &SequenceNumber| store.event(*seq).is_some_and(|e| filter.matches_event(&e));
-        match filter.aggregate_id.as_deref() {
+        // With no type filter, every candidate of an aggregate matches.
+        let cap = if filter.event_types.is_some() {
+            usize::MAX
+        } else {
+            wanted
+        };
+        match (filter.aggregate_id.as_deref(), filter.category.as_deref()) {
             // The aggregate's own positions (sequence numbers rise with its
             // versions): with no type filter, exactly what is returned.
-            Some(aggregate_id) => {
-                let cap = if filter.event_types.is_some() {
-                    usize::MAX
-                } else {
-                    wanted
-                };
+            (Some(aggregate_id), _) => {
                 let seqs = store.stream_positions_between(
                     aggregate_id,
                     SequenceNumber(bounds.from),
@@ -197,7 +199,19 @@ impl EventStore {
                 );
                 Box::new(seqs.into_iter().filter(matching).take(wanted))
             }
-            None => Box::new(
+            // The category index's candidates, checked like scanned events.
+            (None, Some(category)) => Box::new(
+                store
+                    .category_candidates(
+                        category,
+                        SequenceNumber(bounds.from),
+                        SequenceNumber(bounds.last),
+                        cap,
+                    )
+                    .filter(matching)
+                    .take(wanted),
+            ),
+            (None, None) => Box::new(
                 (bounds.from..=bounds.last)
                     .map(SequenceNumber)
                     .filter(matching)
