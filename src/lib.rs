@@ -24,6 +24,7 @@
 //!   chunks.rs     append-only chunked array (never moves, never frees)
 //!   link.rs       the lock-free protocol: reserve (CAS), link (helping), head (loom-checked)
 //! store.rs      EventStore: append (no lock, no waiting), client id claims, reads
+//!   replica.rs    a replicated log's view: precheck an append, apply one
 //!   aggregate.rs  the aggregate entry: last-commit atomic, snapshot slot, state cache
 //!   versions.rs   version → commit index, built by readers (appends never touch it)
 //!   recent.rs     per-thread memo of the last aggregate looked up (spares the shard lock)
@@ -51,6 +52,14 @@
 //!   pipeline.rs   reader thread, worker pool, in-order apply
 //!   output.rs     replies in input order: bounded per-batch buffers written in
 //!                 turn, released once durable, error 13 after a storage failure
+//! jetstream/    (feature `jetstream`) NATS JetStream as the replicated log,
+//!               this engine as each front end's local view
+//!   subject.rs    aggregate ids ↔ subjects, reversibly, category as a token
+//!   headers.rs    one event ↔ one message (id, type, version, metadata)
+//!   setup.rs      connecting; the event and snapshot streams
+//!   follower.rs   ordered consumers feeding the view, in stream order
+//!   write.rs      appends and snapshots: decide, publish with expectation, ack
+//!   error.rs      the backend's errors
 //! main.rs       the binary: flags only
 //! ```
 //!
@@ -86,6 +95,8 @@ pub mod filter;
 pub mod fold;
 pub mod hash;
 pub mod ids;
+#[cfg(feature = "jetstream")]
+pub mod jetstream;
 pub mod json;
 mod log;
 pub mod node;

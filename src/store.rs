@@ -77,9 +77,12 @@ use std::sync::atomic::Ordering;
 
 mod aggregate;
 mod recent;
+mod replica;
 mod versions;
 
 use versions::VersionIndex;
+
+pub use replica::{Precheck, ReplicatedEvent};
 
 pub use aggregate::Aggregate;
 

@@ -1,6 +1,8 @@
 //! The test cluster itself: it starts, survives the loss of one server and
 //! takes it back.
 
+#![cfg(feature = "jetstream")]
+
 mod nats;
 
 #[test]

@@ -3,6 +3,7 @@
 //! [`handler`] for how the three steps are split between serial and
 //! parallel work.
 
+pub mod backend;
 pub mod envelope;
 pub mod handler;
 mod position;
@@ -11,6 +12,7 @@ pub(crate) mod scan;
 pub mod subscriptions;
 mod surrogates;
 
+pub use backend::{Backend, BackendError};
 pub use envelope::decode;
 pub use handler::{
     Core, Outcome, ReplySink, ReplySource, encode, encode_error_head, finish_error, resolve,
