@@ -188,6 +188,17 @@ impl Cluster {
         self.spawn(i);
         self.wait_ready();
     }
+
+    /// Starts every stopped server again, then waits until all are healthy
+    /// (one alone cannot be: JetStream needs a quorum for its meta leader).
+    pub fn restart_stopped(&mut self) {
+        for i in 0..self.servers.len() {
+            if self.servers[i].child.is_none() {
+                self.spawn(i);
+            }
+        }
+        self.wait_ready();
+    }
 }
 
 /// One HTTP/1.0 `GET /healthz` on the monitoring port: 200 or not.
