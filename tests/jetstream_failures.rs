@@ -38,12 +38,21 @@ fn start(args: &[String]) -> Session {
 /// is retried with the same id, so the event is stored once); returns the
 /// reply body.
 fn append_until_acked(s: &mut Session, msg_id: &mut u64, aggregate: &str, id: &str) -> Value {
+    let body = json!({"type": "append", "aggregate_id": aggregate, "event_type": "Hot",
+        "event_data": {"id": id}, "version": "any", "event_id": id});
+    retry_until_acked(s, msg_id, body)
+}
+
+/// Sends the append `body` until the node says `appended`, retrying error
+/// 11 (the body carries its event ids, so the events are stored once).
+fn retry_until_acked(s: &mut Session, msg_id: &mut u64, mut body: Value) -> Value {
     let deadline = Instant::now() + Duration::from_secs(120);
+    let aggregate = body["aggregate_id"].clone();
+    let id = body["event_id"].clone();
     loop {
         *msg_id += 1;
-        let body = s.call(&req(json!({"type": "append", "msg_id": *msg_id,
-            "aggregate_id": aggregate, "event_type": "Hot", "event_data": {"id": id},
-            "version": "any", "event_id": id})));
+        body["msg_id"] = json!(*msg_id);
+        let body = s.call(&req(body.clone()));
         match body["type"].as_str() {
             Some("appended") => return body,
             Some("error") if body["code"] == 11 && Instant::now() < deadline => {}
@@ -101,7 +110,24 @@ fn two_front_ends_write_hot_aggregates_while_a_server_is_killed() {
                     let body = append_until_acked(&mut s, &mut msg_id, &aggregate, &id);
                     assert_eq!(body["event_id"], json!(id));
                     let seq = body["sequence_number"].as_u64().expect("sequence_number");
-                    acked.push((id, seq, aggregate));
+                    acked.push((id, seq, aggregate.clone()));
+                    // Batches: stored whole (consecutive numbers) or not at all.
+                    if i % 5 == 2 {
+                        let ids: Vec<String> = (0..3).map(|_| rng.uuid()).collect();
+                        let events: Vec<Value> = ids
+                            .iter()
+                            .map(|id| json!({"event_type": "Batched", "event_data": {}, "event_id": id}))
+                            .collect();
+                        let body = retry_until_acked(&mut s, &mut msg_id, json!({"type": "append",
+                            "aggregate_id": aggregate, "events": events, "version": "any"}));
+                        assert_eq!(body["event_ids"], json!(ids), "{body}");
+                        let seqs = body["sequence_numbers"].as_array().expect("sequence_numbers");
+                        for (id, seq) in ids.into_iter().zip(seqs) {
+                            acked.push((id, seq.as_u64().expect("seq"), aggregate.clone()));
+                        }
+                        let first = seqs[0].as_u64().expect("seq");
+                        assert_eq!(seqs, &[json!(first), json!(first + 1), json!(first + 2)]);
+                    }
                     // Some exact appends at a version that may be stale:
                     // appended or concurrency_error, never anything else.
                     if i % 10 == 0 {
