@@ -248,8 +248,21 @@ fn a_front_end_killed_and_restarted_sees_the_same_log_and_snapshots() {
         );
         thread::sleep(Duration::from_millis(50));
     }
-    // Snapshots are answered after their events: wait for the last reply.
-    thread::sleep(Duration::from_millis(500));
+    // Every snapshot request came before the 40th append, so all are
+    // stored; wait until the watcher's view has them too.
+    let snapshots = |s: &mut Session| -> Vec<Option<(u64, Value)>> {
+        (0..4)
+            .map(|a| read_snapshot_of(s, &format!("acct-{a}")))
+            .collect()
+    };
+    let snaps_before = loop {
+        let snaps = snapshots(&mut watcher);
+        if snaps.iter().all(Option::is_some) {
+            break snaps;
+        }
+        assert!(Instant::now() < deadline, "snapshots missing: {snaps:?}");
+        thread::sleep(Duration::from_millis(50));
+    };
     let killed = node.kill();
     let replies = killed.replies.len();
     assert!(
@@ -258,13 +271,6 @@ fn a_front_end_killed_and_restarted_sees_the_same_log_and_snapshots() {
         killed.stderr
     );
     let (before, head) = read_whole_log(&mut watcher);
-    let snapshots = |s: &mut Session| -> Vec<Option<(u64, Value)>> {
-        (0..4)
-            .map(|a| read_snapshot_of(s, &format!("acct-{a}")))
-            .collect()
-    };
-    let snaps_before = snapshots(&mut watcher);
-    assert!(snaps_before.iter().all(Option::is_some), "{snaps_before:?}");
 
     let mut restarted = start(&args);
     let (after, head_after) = read_whole_log(&mut restarted);
