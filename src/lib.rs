@@ -42,6 +42,7 @@
 //!   append.rs     the append path (no lock, no waiting)
 //!   claims.rs     client ids: the claim protocol, with its argument
 //!   reads.rs      stream, global and filtered reads
+//!   replica.rs    a replicated log's view: precheck an append, apply one
 //!   categories.rs category → its events' sequence numbers, built lazily by readers
 //!     positions.rs  one category's rising list: one writer, lock-free readers
 //!   snapshots.rs  snapshots, replay, state-at-time (plans executed later)
@@ -56,12 +57,21 @@
 //!   position.rs   error columns within the line
 //!   sink.rs       ReplySink: where replies are written, piece by piece
 //!   handler.rs    Request → Outcome (serial, on the store) → reply bytes
+//!   backend.rs    where appends and snapshots go when not to the store (JetStream)
 //!   subscriptions.rs  the node's subscriptions: who gets which event message
 //! node/         plumbing: threads and pipes around the protocol core
 //!   lines.rs      splitting input into lines, skipping over-long ones
 //!   pipeline.rs   reader thread, worker pool, in-order apply
 //!   output.rs     replies in input order: bounded per-batch buffers written in
 //!                 turn, released once durable, error 13 after a storage failure
+//! jetstream/    (feature `jetstream`) NATS JetStream as the replicated log,
+//!               this engine as each front end's local view
+//!   subject.rs    aggregate ids ↔ subjects, reversibly, category as a token
+//!   headers.rs    one event ↔ one message (id, type, version, metadata)
+//!   setup.rs      connecting; the event and snapshot streams
+//!   follower.rs   ordered consumers feeding the view, in stream order
+//!   write.rs      appends and snapshots: decide, publish with expectation, ack
+//!   error.rs      the backend's errors
 //! main.rs       the binary: flags only
 //! ```
 //!
@@ -102,6 +112,8 @@ mod filter;
 mod fold;
 mod hash;
 mod ids;
+#[cfg(feature = "jetstream")]
+pub mod jetstream;
 mod json;
 mod log;
 pub mod node;

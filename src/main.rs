@@ -45,11 +45,34 @@ Options:
                         requests; one sync often covers several);
                         `never` leaves flushing to the OS: faster, survives a
                         killed process but not a power loss
+  --nats URL[,URL...]   keep the log in a NATS JetStream stream (replicated)
+                        instead of this process: each node is a front end
+                        whose local view (this engine, in memory) follows
+                        the stream and serves reads; writes are published
+                        and answered once a quorum stored them. Several
+                        nodes may share one stream. Not with --data-dir.
+                        (Needs the `jetstream` cargo feature, on by default.)
+  --nats-stream NAME    the stream (default \"eventstore\"; snapshots go to
+                        NAME_snapshots)
+  --nats-replicas N     replicas of the streams when this node creates them
+                        (default 3)
+  --nats-timeout-ms N   how long a write may wait for JetStream before it
+                        gets error 11 (default 10000)
   -h, --help            print this help and exit
 ";
 
-fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Config>, String> {
+/// The `--nats*` flags.
+#[derive(Default)]
+struct NatsFlags {
+    urls: Option<String>,
+    stream: Option<String>,
+    replicas: Option<usize>,
+    timeout_ms: Option<u64>,
+}
+
+fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<(Config, NatsFlags)>, String> {
     let mut config = Config::default();
+    let mut nats = NatsFlags::default();
     let mut args = args.peekable();
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -105,10 +128,55 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Config>, Stri
                     }
                 }
             }
+            "--nats" => nats.urls = Some(text("--nats")?),
+            "--nats-stream" => nats.stream = Some(text("--nats-stream")?),
+            "--nats-replicas" => {
+                nats.replicas = Some(whole("--nats-replicas", text("--nats-replicas")?)?);
+            }
+            "--nats-timeout-ms" => {
+                let ms = whole("--nats-timeout-ms", text("--nats-timeout-ms")?)?;
+                nats.timeout_ms = Some(ms as u64);
+            }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
         }
     }
-    Ok(Some(config))
+    if nats.urls.is_none()
+        && (nats.stream.is_some() || nats.replicas.is_some() || nats.timeout_ms.is_some())
+    {
+        return Err("--nats-stream, --nats-replicas and --nats-timeout-ms need --nats".into());
+    }
+    if nats.urls.is_some() && config.data_dir.is_some() {
+        return Err(
+            "--nats and --data-dir exclude each other: on JetStream the log is the stream".into(),
+        );
+    }
+    Ok(Some((config, nats)))
+}
+
+/// The store for `--nats`: the JetStream front end's view, the front end
+/// becoming the node's backend.
+#[cfg(feature = "jetstream")]
+fn nats_store(config: &mut Config, nats: NatsFlags, urls: &str) -> Result<Arc<EventStore>, String> {
+    use eventstore::jetstream::{JetStream, JetStreamConfig};
+    let mut js_config = JetStreamConfig::new(urls);
+    if let Some(stream) = nats.stream {
+        js_config.stream = stream;
+    }
+    if let Some(replicas) = nats.replicas {
+        js_config.replicas = replicas;
+    }
+    if let Some(ms) = nats.timeout_ms {
+        js_config.unavailable_after = std::time::Duration::from_millis(ms.max(1));
+    }
+    let js = JetStream::connect(js_config).map_err(|e| e.to_string())?;
+    let view = Arc::clone(js.view());
+    config.backend = Some(Arc::new(js));
+    Ok(view)
+}
+
+#[cfg(not(feature = "jetstream"))]
+fn nats_store(_: &mut Config, _: NatsFlags, _: &str) -> Result<Arc<EventStore>, String> {
+    Err("--nats: this build has no JetStream backend (build with the `jetstream` feature)".into())
 }
 
 fn raw(fd: BorrowedFd<'_>) -> std::io::Result<File> {
@@ -116,8 +184,8 @@ fn raw(fd: BorrowedFd<'_>) -> std::io::Result<File> {
 }
 
 fn main() -> ExitCode {
-    let config = match parse_args(std::env::args().skip(1)) {
-        Ok(Some(config)) => config,
+    let (mut config, nats) = match parse_args(std::env::args().skip(1)) {
+        Ok(Some(parsed)) => parsed,
         Ok(None) => {
             print!("{HELP}");
             return ExitCode::SUCCESS;
@@ -127,17 +195,23 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let store = match &config.data_dir {
-        None => EventStore::new(),
-        Some(dir) => match EventStore::open(dir, config.fsync) {
-            Ok(store) => store,
+    let store = match (&config.data_dir, nats.urls.clone()) {
+        (_, Some(urls)) => match nats_store(&mut config, nats, &urls) {
+            Ok(view) => view,
+            Err(e) => {
+                eprintln!("eventstore: --nats {urls}: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        (None, None) => Arc::new(EventStore::new()),
+        (Some(dir), None) => match EventStore::open(dir, config.fsync) {
+            Ok(store) => Arc::new(store),
             Err(e) => {
                 eprintln!("eventstore: cannot open --data-dir {}: {e}", dir.display());
                 return ExitCode::FAILURE;
             }
         },
     };
-    let store = Arc::new(store);
     // Raw file handles on fds 0 and 1: the node does its own batching, so
     // std's stdin buffer and stdout line buffering would only add copies
     // (and a flush per newline).

@@ -72,12 +72,14 @@ mod durable;
 mod journal;
 mod reads;
 mod recent;
+mod replica;
 mod snapshots;
 mod subscription;
 
 pub use append::{Appended, MAX_EVENT_PART_BYTES, Positions, Prepared};
 use journal::Journal;
 pub use reads::{AllSlice, FilteredSlice, StreamSlice};
+pub use replica::{Precheck, ReplicatedEvent};
 pub use snapshots::{FoldPlan, Replay, Snapshot};
 pub use subscription::Subscription;
 

@@ -63,6 +63,9 @@ pub struct Config {
     /// Replies a batch buffers before writing them out (see
     /// `node/output.rs`).
     pub reply_buffer_bytes: usize,
+    /// Where writes go when the log is replicated (`None`: the store
+    /// itself; see `protocol/backend.rs`).
+    pub backend: Option<Arc<dyn crate::protocol::Backend>>,
 }
 
 impl Default for Config {
@@ -73,6 +76,7 @@ impl Default for Config {
             data_dir: None,
             fsync: crate::storage::FsyncPolicy::Always,
             reply_buffer_bytes: super::FLUSH_BYTES,
+            backend: None,
         }
     }
 }
@@ -165,7 +169,7 @@ fn run_serial(
 ) -> io::Result<()> {
     let max = config.max_line_bytes;
     let output = Output::new(output, store.is_durable(), 1, config.reply_buffer_bytes);
-    let mut core = Core::new(store);
+    let mut core = Core::with_backend(store, config.backend.clone());
     let mut index = 0;
     read_batches(
         input,
@@ -228,7 +232,10 @@ fn run_parallel(
 ) -> io::Result<()> {
     let max = config.max_line_bytes;
     let sequencer = Sequencer {
-        turn: Mutex::new((0, Core::new(Arc::clone(&store)))),
+        turn: Mutex::new((
+            0,
+            Core::with_backend(Arc::clone(&store), config.backend.clone()),
+        )),
         advanced: Condvar::new(),
     };
     let durable = store.is_durable();

@@ -27,6 +27,7 @@
 //! after a gap in the log file, and reads are refused too, as the
 //! in-memory view may hold writes that never became durable.
 
+use super::backend::{Backend, BackendError};
 use super::envelope::decode;
 use super::request::{Code, Envelope, Message, Rejection, Request};
 use super::sink::{ReplySink, write_events};
@@ -49,6 +50,8 @@ pub struct Core {
     /// The node id as JSON string text, once `init` has named it.
     node_id: Option<Arc<str>>,
     subscriptions: Subscriptions,
+    /// Where writes go when the log is replicated (`None`: the store).
+    backend: Option<Arc<dyn Backend>>,
 }
 
 /// Whom a reply comes from.
@@ -160,6 +163,16 @@ impl Core {
             store,
             node_id: None,
             subscriptions: Subscriptions::default(),
+            backend: None,
+        }
+    }
+
+    /// A core whose appends and snapshots go to `backend` (when given),
+    /// `store` being its local view (see [`super::backend`]).
+    pub fn with_backend(store: Arc<EventStore>, backend: Option<Arc<dyn Backend>>) -> Core {
+        Core {
+            backend,
+            ..Core::new(store)
         }
     }
 
@@ -245,10 +258,12 @@ impl Core {
                 prepared,
                 aggregate,
                 batch,
-            } => match prepared
-                .take()
-                .map(|p| store.append_prepared_to(aggregate.take(), aggregate_id, *expected, p))
-            {
+            } => match prepared.take().map(|p| match &self.backend {
+                None => store
+                    .append_prepared_to(aggregate.take(), aggregate_id, *expected, p)
+                    .map_err(BackendError::Append),
+                Some(backend) => backend.append(aggregate_id, *expected, p),
+            }) {
                 Some(Ok(appended)) => Outcome::Appended {
                     deliveries: self.subscriptions.deliveries(store, &appended),
                     appended,
@@ -259,25 +274,39 @@ impl Core {
                     code: Code::Crash,
                     text: "request applied twice".into(),
                 }),
-                Some(Err(AppendError::Concurrency(e))) => Outcome::Concurrency(e),
-                Some(Err(AppendError::IdConflict(e))) => Outcome::Error(Rejection {
-                    code: Code::PreconditionFailed,
-                    text: e.to_string(),
-                }),
-                Some(Err(AppendError::Invalid(e))) => Outcome::Error(Rejection {
-                    code: Code::MalformedRequest,
-                    text: e.to_string(),
-                }),
+                Some(Err(BackendError::Append(AppendError::Concurrency(e)))) => {
+                    Outcome::Concurrency(e)
+                }
+                Some(Err(BackendError::Append(AppendError::IdConflict(e)))) => {
+                    Outcome::Error(Rejection {
+                        code: Code::PreconditionFailed,
+                        text: e.to_string(),
+                    })
+                }
+                Some(Err(BackendError::Append(AppendError::Invalid(e)))) => {
+                    Outcome::Error(Rejection {
+                        code: Code::MalformedRequest,
+                        text: e.to_string(),
+                    })
+                }
                 // The request is fine: the store has no room for it
                 // (nothing was appended).
-                Some(Err(e @ AppendError::Full { .. })) => Outcome::Error(Rejection {
-                    code: Code::TemporarilyUnavailable,
-                    text: e.to_string(),
-                }),
+                Some(Err(BackendError::Append(e @ AppendError::Full { .. }))) => {
+                    Outcome::Error(Rejection {
+                        code: Code::TemporarilyUnavailable,
+                        text: e.to_string(),
+                    })
+                }
                 // Only when the store failed before this append (a deferred
                 // append does no I/O; the failure itself surfaces in a sync).
-                Some(Err(AppendError::Storage(e))) => Outcome::Error(Rejection {
-                    code: Code::Crash,
+                Some(Err(BackendError::Append(AppendError::Storage(e)))) => {
+                    Outcome::Error(Rejection {
+                        code: Code::Crash,
+                        text: e.to_string(),
+                    })
+                }
+                Some(Err(e @ BackendError::Unavailable(_))) => Outcome::Error(Rejection {
+                    code: Code::TemporarilyUnavailable,
                     text: e.to_string(),
                 }),
             },
@@ -285,9 +314,21 @@ impl Core {
                 aggregate_id,
                 expected,
                 state,
-            } => match store.create_snapshot_deferred(aggregate_id, *expected, *state) {
-                Ok(v) => Outcome::SnapshotCreated(v),
-                Err(e) => Outcome::Concurrency(e),
+            } => match &self.backend {
+                None => match store.create_snapshot_deferred(aggregate_id, *expected, *state) {
+                    Ok(v) => Outcome::SnapshotCreated(v),
+                    Err(e) => Outcome::Concurrency(e),
+                },
+                Some(backend) => match backend.create_snapshot(aggregate_id, *expected, *state) {
+                    Ok(v) => Outcome::SnapshotCreated(v),
+                    Err(BackendError::Append(AppendError::Concurrency(e))) => {
+                        Outcome::Concurrency(e)
+                    }
+                    Err(e) => Outcome::Error(Rejection {
+                        code: Code::TemporarilyUnavailable,
+                        text: e.to_string(),
+                    }),
+                },
             },
             Request::ReadSnapshot { aggregate_id } => match store.snapshot_record(aggregate_id) {
                 Some((aggregate, record)) => Outcome::SnapshotRead(aggregate, record),

@@ -3,6 +3,7 @@
 //! [`handler`] for how the three steps are split between serial and
 //! parallel work.
 
+mod backend;
 mod envelope;
 mod handler;
 mod position;
@@ -11,6 +12,7 @@ mod sink;
 mod subscriptions;
 mod surrogates;
 
+pub use backend::{Backend, BackendError};
 pub use envelope::decode;
 pub use handler::{Core, Outcome, ReplySource, encode, encode_error_head, finish_error, resolve};
 pub use request::Code;

@@ -182,7 +182,7 @@ impl EventStore {
     }
 
     /// The sequence number of `id` in the done node `node`.
-    fn stored_id(&self, node: u64, id: EventId) -> SequenceNumber {
+    pub(super) fn stored_id(&self, node: u64, id: EventId) -> SequenceNumber {
         let commit = self.log.commit(node);
         let Some(i) = commit.events.iter().position(|e| e.given_id() == Some(id)) else {
             panic!("node {node} claimed {id} but does not hold it");
@@ -242,7 +242,7 @@ impl EventStore {
 
     /// A batch whose first event is stored at `first_version`: a retry if the
     /// stored events after it match the batch's ids.
-    fn retry(
+    pub(super) fn retry(
         &self,
         aggregate: &Aggregate,
         first_version: Version,

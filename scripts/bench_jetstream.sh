@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# JetStream benchmark: the node on a 3-server loopback cluster (replicas 3).
+#
+#   scripts/bench_jetstream.sh                    # 100,000 seed requests
+#   REQUESTS=20000 PINGS=1000 scripts/bench_jetstream.sh
+#
+# Environment:
+#   REQUESTS  seed requests piped through one front end (default 100000)
+#   PINGS     measured ping-pong round trips (default 2000, plus 200 warm-up)
+#   REPLICAS  stream replicas (default 3)
+#   PROFILE   cargo profile to build and run (default release; debug for a
+#             quick check of the script itself)
+#
+# Throughput: the whole request file (examples/workload.rs, kind seed) is
+# piped into one `eventstore --nats` front end; msgs/s = requests / wall
+# time. The reply count must equal the request count and no reply may be an
+# error. Latency: examples/pingpong.rs through the front end (one append at
+# a time, each answered after the stream's quorum ack), against
+# examples/jetstream_publish.rs: bare publishes awaiting their ack, the
+# floor. The cluster is started in a temporary directory and stopped at the
+# end. Prints a markdown table on stdout; progress on stderr.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+REQUESTS=${REQUESTS:-100000}
+PINGS=${PINGS:-2000}
+REPLICAS=${REPLICAS:-3}
+PROFILE=${PROFILE:-release}
+bin="${CARGO_TARGET_DIR:-target}/$PROFILE"
+log() { echo "bench_jetstream: $*" >&2; }
+
+server=$(bash scripts/nats-server.sh)
+log "nats-server: $server ($("$server" --version))"
+profile_flag=(--release); [ "$PROFILE" = release ] || profile_flag=(--profile "$PROFILE" )
+[ "$PROFILE" = debug ] && profile_flag=()
+cargo build "${profile_flag[@]}" --quiet --bin eventstore --example workload --example pingpong --example jetstream_publish >&2
+
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do { kill -9 "$pid"; wait "$pid"; } 2>/dev/null || true; done
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+declare -a client cluster http
+for i in 0 1 2; do client[$i]=$(free_port); cluster[$i]=$(free_port); http[$i]=$(free_port); done
+routes="\"nats-route://127.0.0.1:${cluster[0]}\", \"nats-route://127.0.0.1:${cluster[1]}\", \"nats-route://127.0.0.1:${cluster[2]}\""
+for i in 0 1 2; do
+    cat >"$tmp/n$i.conf" <<CONF
+server_name: n$i
+listen: 127.0.0.1:${client[$i]}
+http: 127.0.0.1:${http[$i]}
+jetstream { store_dir: "$tmp/s$i" }
+cluster { name: bench, listen: 127.0.0.1:${cluster[$i]}, routes: [$routes] }
+CONF
+    "$server" -c "$tmp/n$i.conf" >"$tmp/n$i.log" 2>&1 &
+    pids+=($!)
+done
+urls="nats://127.0.0.1:${client[0]},nats://127.0.0.1:${client[1]},nats://127.0.0.1:${client[2]}"
+for i in 0 1 2; do
+    for _ in $(seq 1 300); do
+        if curl -fs "http://127.0.0.1:${http[$i]}/healthz" >/dev/null 2>&1 \
+            || python3 -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:${http[$i]}/healthz')" 2>/dev/null; then
+            break
+        fi
+        sleep 0.1
+    done
+done
+log "cluster ready: $urls"
+
+$bin/examples/workload --kind seed --requests "$REQUESTS" --seed 1 >"$tmp/requests.jsonl"
+node=($bin/eventstore --nats "$urls" --nats-replicas "$REPLICAS")
+
+log "throughput: $REQUESTS seed requests through one front end"
+start=$(date +%s.%N)
+"${node[@]}" --nats-stream bench_tp <"$tmp/requests.jsonl" >"$tmp/replies.jsonl" 2>"$tmp/node_err.txt"
+end=$(date +%s.%N)
+replies=$(wc -l <"$tmp/replies.jsonl")
+errors=$(grep -c '"type":"error"\|"type":"concurrency_error"' "$tmp/replies.jsonl" || true)
+secs=$(python3 -c "print(f'{$end - $start:.2f}')")
+rate=$(python3 -c "print(int($REQUESTS / ($end - $start)))")
+ok=yes
+[ "$replies" -eq "$REQUESTS" ] || { ok=no; log "replies: $replies of $REQUESTS"; }
+[ "$errors" -eq 0 ] || { ok=no; log "$errors error replies"; }
+
+log "ping-pong through the front end"
+pp=$($bin/examples/pingpong --input "$tmp/requests.jsonl" --requests "$PINGS" --warmup 200 -- "${node[@]}" --nats-stream bench_pp)
+log "bare publishes (the floor)"
+floor=$($bin/examples/jetstream_publish "$urls" --requests "$PINGS" --replicas "$REPLICAS")
+
+field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
+echo "| measure (replicas $REPLICAS, 2 cores, cluster on this machine) | value |"
+echo "|---|---|"
+echo "| $REQUESTS seed requests, one front end | ${secs} s = ${rate} msgs/s (replies ok: $ok) |"
+echo "| ping-pong append through the front end, p50 / p99 | $(field "$pp" p50_us) µs / $(field "$pp" p99_us) µs |"
+echo "| bare JetStream publish + ack, p50 / p99 (floor) | $(field "$floor" p50_us) µs / $(field "$floor" p99_us) µs |"
+[ "$ok" = yes ]

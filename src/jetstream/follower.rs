@@ -1,0 +1,236 @@
+//! The followers: tasks that feed the local view from the streams, in
+//! stream order, catch-up first and then live.
+//!
+//! - **Events**: an ordered push consumer on the event stream from the
+//!   view's head + 1. Each message is one event; the events of a batch
+//!   (`Es-Batch: i/n`) are gathered and applied as one append. Every append
+//!   goes through [`EventStore::apply_replicated`], which checks that it
+//!   continues the view exactly (sequence number and version); the time is
+//!   the stream's timestamp, raised to the previous event's (`recorded_at`
+//!   is the running maximum, the same in every view). After each append the
+//!   head is published on a watch channel that writers wait on.
+//! - **Snapshots**: an ordered push consumer on the snapshot stream, last
+//!   message per subject first, then live. A snapshot is applied once the
+//!   view holds the event it was taken at (`Es-Snapshot-Seq`).
+//!
+//! The ordered consumer recreates itself after a gap or a lost heartbeat
+//! (server lost, leader change); a follower that fails otherwise starts a
+//! new consumer from where the view is. A message that is not ours, or an
+//! append that does not continue the view, stops the follower for good:
+//! the view then stays as it was, every later write gets error 11 naming
+//! the problem, and reads keep being served.
+//!
+//! [`EventStore::apply_replicated`]: crate::EventStore::apply_replicated
+
+use super::Shared;
+use super::headers::{self, SNAPSHOT_SEQ, SNAPSHOT_VERSION};
+use super::subject;
+use crate::store::ReplicatedEvent;
+use crate::time::Timestamp;
+use crate::types::{SequenceNumber, Version};
+use async_nats::jetstream::consumer::{DeliverPolicy, push};
+use futures_util::StreamExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How a follower's run ended.
+enum Stop {
+    /// Try again with a new consumer.
+    Retry(String),
+    /// Stop for good.
+    Fatal(String),
+}
+
+fn retry(e: impl std::fmt::Display) -> Stop {
+    Stop::Retry(e.to_string())
+}
+
+/// Pause before a new consumer after a failure.
+const RETRY_PAUSE: Duration = Duration::from_millis(250);
+
+/// Follows the event stream into the view until the process ends or a
+/// fatal problem.
+pub(crate) async fn follow_events(shared: Arc<Shared>) {
+    loop {
+        match events_once(&shared).await {
+            Stop::Retry(why) => {
+                shared.note(&format!("event follower restarts: {why}"));
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+            Stop::Fatal(why) => {
+                shared.fail(why);
+                return;
+            }
+        }
+    }
+}
+
+/// The stream time of a message, in microseconds.
+fn stream_time(info: &async_nats::jetstream::message::Info<'_>) -> Timestamp {
+    Timestamp((info.published.unix_timestamp_nanos() / 1000) as i64)
+}
+
+fn start_policy(next: u64) -> DeliverPolicy {
+    if next <= 1 {
+        DeliverPolicy::All
+    } else {
+        DeliverPolicy::ByStartSequence {
+            start_sequence: next,
+        }
+    }
+}
+
+async fn events_once(shared: &Shared) -> Stop {
+    let name = &shared.config.stream;
+    let next = shared.view.head().0 + 1;
+    let consumer = match shared
+        .events
+        .create_consumer(push::OrderedConfig {
+            deliver_subject: shared.client.new_inbox(),
+            deliver_policy: start_policy(next),
+            ..Default::default()
+        })
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => return retry(e),
+    };
+    let mut messages = match consumer.messages().await {
+        Ok(m) => m,
+        Err(e) => return retry(e),
+    };
+    // The events of a batch read so far: (seq, aggregate, event, version).
+    let mut batch: Vec<(u64, String, ReplicatedEvent, Version)> = Vec::new();
+    while let Some(message) = messages.next().await {
+        let message = match message {
+            Ok(m) => m,
+            Err(e) => return retry(e),
+        };
+        let (seq, at) = match message.info() {
+            Ok(info) => (info.stream_sequence, stream_time(&info)),
+            Err(e) => return retry(e),
+        };
+        let Some(aggregate_id) = subject::decode(name, &message.subject) else {
+            return Stop::Fatal(format!(
+                "message {seq} has subject {:?}, which names no aggregate",
+                message.subject.as_str()
+            ));
+        };
+        let incoming = match headers::read_event(message.headers.as_ref(), &message.payload) {
+            Ok(i) => i,
+            Err(why) => return Stop::Fatal(format!("message {seq} is not an event: {why}")),
+        };
+        let (first_seq, first_version, events) = match incoming.batch {
+            None => (seq, incoming.version, vec![incoming.event]),
+            Some((index, count)) => {
+                let in_line = batch.len() as u64 + 1 == index
+                    && batch
+                        .last()
+                        .is_none_or(|(s, a, _, _)| s + 1 == seq && *a == aggregate_id);
+                if !in_line {
+                    return Stop::Fatal(format!(
+                        "message {seq} is event {index} of a batch of {count}, out of line"
+                    ));
+                }
+                batch.push((seq, aggregate_id.clone(), incoming.event, incoming.version));
+                if index < count {
+                    continue;
+                }
+                let (first, _, _, version) = &batch[0];
+                let (first, version) = (*first, *version);
+                let events = batch.drain(..).map(|(_, _, e, _)| e).collect();
+                (first, version, events)
+            }
+        };
+        if let Err(why) = shared.view.apply_replicated(
+            &aggregate_id,
+            SequenceNumber(first_seq),
+            first_version,
+            events,
+            at,
+        ) {
+            return Stop::Fatal(format!("message {seq} does not continue the view: {why}"));
+        }
+        let head = shared.view.head().0;
+        shared.head.send_modify(|h| *h = (*h).max(head));
+    }
+    Stop::Retry("the event consumer ended".to_owned())
+}
+
+/// Follows the snapshot stream into the view.
+pub(crate) async fn follow_snapshots(shared: Arc<Shared>) {
+    loop {
+        match snapshots_once(&shared).await {
+            Stop::Retry(why) => {
+                shared.note(&format!("snapshot follower restarts: {why}"));
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+            Stop::Fatal(why) => {
+                shared.fail(why);
+                return;
+            }
+        }
+    }
+}
+
+async fn snapshots_once(shared: &Shared) -> Stop {
+    let prefix = super::setup::snapshot_stream(&shared.config.stream);
+    // After a restart of this follower: the latest of every subject again
+    // (applying one twice is harmless; they come in stream order).
+    let consumer = match shared
+        .snapshots
+        .create_consumer(push::OrderedConfig {
+            deliver_subject: shared.client.new_inbox(),
+            deliver_policy: DeliverPolicy::LastPerSubject,
+            filter_subject: format!("{prefix}.>"),
+            ..Default::default()
+        })
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => return retry(e),
+    };
+    let mut messages = match consumer.messages().await {
+        Ok(m) => m,
+        Err(e) => return retry(e),
+    };
+    let mut head = shared.head.subscribe();
+    while let Some(message) = messages.next().await {
+        let message = match message {
+            Ok(m) => m,
+            Err(e) => return retry(e),
+        };
+        let seq = match message.info() {
+            Ok(info) => info.stream_sequence,
+            Err(e) => return retry(e),
+        };
+        let fatal = |why: &str| Stop::Fatal(format!("snapshot message {seq}: {why}"));
+        let Some(aggregate_id) = subject::decode(&prefix, &message.subject) else {
+            return fatal("its subject names no aggregate");
+        };
+        let header = |name: &str| {
+            message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(name))
+                .and_then(|v| v.as_str().parse::<u64>().ok())
+        };
+        let (Some(version), Some(at_seq)) = (header(SNAPSHOT_VERSION), header(SNAPSHOT_SEQ)) else {
+            return fatal("no valid version headers");
+        };
+        let Ok(state) =
+            serde_json::from_slice::<Box<serde_json::value::RawValue>>(&message.payload)
+        else {
+            return fatal("its state is not JSON");
+        };
+        // The view must hold the event the snapshot was taken at.
+        if head.wait_for(|&h| h >= at_seq).await.is_err() {
+            return Stop::Fatal("the event follower is gone".to_owned());
+        }
+        shared
+            .view
+            .apply_replicated_snapshot(&aggregate_id, Version(version), &state);
+        shared.snapshots_applied.send_modify(|s| *s = (*s).max(seq));
+    }
+    Stop::Retry("the snapshot consumer ended".to_owned())
+}
