@@ -185,6 +185,10 @@ impl Graph for Log {
         self.index.allocate_ahead(first + count - 1);
     }
 
+    fn last_of(&self, id: u64) -> &AtomicU64 {
+        &self.commit(id).aggregate.last
+    }
+
     fn pause(&self, step: Step) -> bool {
         // The store's hook may block the thread, never abandon the step.
         if let Some(hook) = self.pause {

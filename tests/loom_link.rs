@@ -33,9 +33,9 @@
 #[allow(dead_code)]
 mod link;
 
-use link::{Chain, Graph, Link, NONE, Refused, Step};
-use loom::sync::Arc;
+use link::{Chain, Claim, Claims, FAILED, Graph, Link, NONE, Refused, Step};
 use loom::sync::atomic::{AtomicU64, Ordering};
+use loom::sync::{Arc, Mutex};
 use loom::thread;
 
 /// Node ids: 1 is the sentinel, then one per writer.
@@ -50,6 +50,9 @@ struct Shared {
     last: [AtomicU64; 2],
     index: [AtomicU64; SLOTS],
     chain: Chain,
+    /// Client id → claiming node (the store's `DashMap`: each operation
+    /// atomic on its own, modelled by a mutex held for that operation).
+    claims: Mutex<Vec<(u64, u64)>>,
 }
 
 /// One thread's view: the shared state plus where (if anywhere) this
@@ -68,6 +71,10 @@ impl Graph for View<'_> {
         for seq in first..first + count {
             self.s.index[usize::try_from(seq - 1).unwrap()].store(id, Ordering::Relaxed);
         }
+    }
+
+    fn last_of(&self, id: u64) -> &AtomicU64 {
+        &self.s.last[self.s.aggregate_of[usize::try_from(id).unwrap()]]
     }
 
     fn pause(&self, step: Step) -> bool {
@@ -108,6 +115,7 @@ fn shared(writers: &[Writer]) -> Shared {
         last: std::array::from_fn(|_| AtomicU64::new(NONE)),
         index: std::array::from_fn(|_| AtomicU64::new(NONE)),
         chain: Chain::new(1),
+        claims: Mutex::new(Vec::new()),
     }
 }
 
@@ -132,7 +140,7 @@ fn append(s: &Shared, id: u64, w: Writer) -> Outcome {
         }
         Err((Refused::Version(v), _)) => Outcome::Refused(v),
         Err((Refused::Stopped, _)) => Outcome::Stopped,
-        Err((Refused::Killed, _)) => panic!("no claims in this model"),
+        Err((Refused::Killed, _)) => panic!("no claims in these models"),
     }
 }
 
@@ -159,8 +167,10 @@ fn read(s: &Shared) -> u64 {
     head
 }
 
-/// Final checks once every thread has joined.
-fn check_final(s: &Shared, writers: &[Writer], outcomes: &[Outcome]) {
+/// Checks of the log itself once every thread has joined: done nodes tile
+/// 1..=head, `recorded_at` never falls, each aggregate's chain has
+/// consecutive versions and rising sequence numbers. Returns the head.
+fn check_log(s: &Shared) -> u64 {
     let g = View { s, stop_at: None };
     let head = link::head(&g, &s.chain);
     // Done nodes tile 1..=head in link order, recorded_at non-decreasing.
@@ -190,24 +200,6 @@ fn check_final(s: &Shared, writers: &[Writer], outcomes: &[Outcome]) {
         next - 1,
         "head {head} is not the end of the done nodes"
     );
-    // Every non-stopped success is done and visible; refusals took nothing.
-    for (i, (w, o)) in writers.iter().zip(outcomes).enumerate() {
-        let node = &s.nodes[i + 2];
-        match o {
-            Outcome::Done { base } => {
-                assert!(node.done_end().is_some());
-                assert_eq!(node.base.load(Ordering::Relaxed), *base);
-            }
-            Outcome::Refused(v) => {
-                assert!(
-                    node.done_end().is_none(),
-                    "refused append took sequence numbers"
-                );
-                assert!(w.expected.is_some_and(|e| e != *v));
-            }
-            Outcome::Stopped => assert!(w.stop_at.is_some()),
-        }
-    }
     // Along each aggregate: versions consecutive, sequence numbers rising.
     for last in &s.last {
         let mut n = link::visible(&g, last);
@@ -232,7 +224,30 @@ fn check_final(s: &Shared, writers: &[Writer], outcomes: &[Outcome]) {
             assert_eq!(base, 0, "aggregate chain does not start at version 0");
         }
     }
-    let _ = &s.aggregate_of;
+    head
+}
+
+/// Final checks once every thread has joined.
+fn check_final(s: &Shared, writers: &[Writer], outcomes: &[Outcome]) {
+    check_log(s);
+    // Every non-stopped success is done and visible; refusals took nothing.
+    for (i, (w, o)) in writers.iter().zip(outcomes).enumerate() {
+        let node = &s.nodes[i + 2];
+        match o {
+            Outcome::Done { base } => {
+                assert!(node.done_end().is_some());
+                assert_eq!(node.base.load(Ordering::Relaxed), *base);
+            }
+            Outcome::Refused(v) => {
+                assert!(
+                    node.done_end().is_none(),
+                    "refused append took sequence numbers"
+                );
+                assert!(w.expected.is_some_and(|e| e != *v));
+            }
+            Outcome::Stopped => assert!(w.stop_at.is_some()),
+        }
+    }
 }
 
 fn check(writers: &'static [Writer], preemptions: usize) {
@@ -329,3 +344,271 @@ stop_model!(stopped_before_link, Step::BeforeLink);
 stop_model!(stopped_after_link, Step::Linked);
 stop_model!(stopped_before_done, Step::BeforeDone);
 stop_model!(stopped_after_done, Step::Done);
+
+// ---------------------------------------------------------------------
+// Claims: appends carrying client ids (`link::claim`, `confirm`, `kill`).
+//
+// The writer's loop below mirrors `EventStore::append_claiming`
+// (`src/store/claims.rs`): a `PENDING` node per attempt; claim each id;
+// an id found stored ends the attempt (withdraw; a duplicate, unless this
+// node was killed meanwhile: then start over); else reserve (killed:
+// withdraw and start over) and link. Invariants asserted, besides the
+// log's own (`check_log`): every id is held by at most one done node, and
+// the claims map names it; no `FAILED` node is ever done; a writer that
+// was not stopped ends `Done` or `Duplicate` of a done node holding its
+// first id; each batch is stored exactly once.
+
+impl Claims for Shared {
+    type Id = u64;
+
+    fn claim_if_absent(&self, id: u64, node: u64) -> Option<u64> {
+        let mut claims = self.claims.lock().unwrap();
+        if let Some(&(_, by)) = claims.iter().find(|(i, _)| *i == id) {
+            return Some(by);
+        }
+        claims.push((id, node));
+        None
+    }
+
+    fn take_over(&self, id: u64, from: u64, to: u64) -> bool {
+        let mut claims = self.claims.lock().unwrap();
+        match claims.iter_mut().find(|(i, by)| *i == id && *by == from) {
+            Some(entry) => {
+                entry.1 = to;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Nodes per claiming writer: one per attempt (a killed attempt starts
+/// over with a new node, as the store does).
+const ATTEMPTS: usize = 3;
+
+/// A writer whose one-event append carries client ids.
+#[derive(Clone, Copy, Debug)]
+struct ClaimWriter {
+    aggregate: usize,
+    ids: &'static [u64],
+    stop_at: Option<Step>,
+}
+
+#[derive(Debug, PartialEq)]
+enum ClaimOutcome {
+    /// Appended by node `node`.
+    Done {
+        node: u64,
+    },
+    /// The first id was found stored by this done node.
+    Duplicate {
+        by: u64,
+    },
+    Stopped,
+}
+
+fn claim_node(writer: usize, attempt: usize) -> u64 {
+    (2 + writer * ATTEMPTS + attempt) as u64
+}
+
+fn shared_claiming(writers: &[ClaimWriter]) -> Shared {
+    let mut s = shared(&[]);
+    for (i, w) in writers.iter().enumerate() {
+        for _ in 0..ATTEMPTS {
+            s.nodes.push(Link::new(1, 10 + i as i64, true));
+            s.aggregate_of.push(w.aggregate);
+        }
+    }
+    s
+}
+
+fn withdraw(s: &Shared, g: &View<'_>, node: u64, claimed: &[u64]) {
+    link::abandon(g, node);
+    s.claims
+        .lock()
+        .unwrap()
+        .retain(|(id, by)| !(claimed.contains(id) && *by == node));
+}
+
+fn append_claiming(s: &Shared, writer: usize, w: ClaimWriter) -> ClaimOutcome {
+    let g = View {
+        s,
+        stop_at: w.stop_at,
+    };
+    for attempt in 0..ATTEMPTS {
+        let node = claim_node(writer, attempt);
+        let mut claimed = Vec::new();
+        let mut stored = None;
+        for &id in w.ids {
+            match link::claim(&g, &s.chain, s, id, node) {
+                Claim::Taken => claimed.push(id),
+                Claim::Stored(by) => {
+                    stored = Some(by);
+                    break;
+                }
+            }
+        }
+        if let Some(by) = stored {
+            let killed = g.link(node).status.load(Ordering::Acquire) == FAILED;
+            withdraw(s, &g, node, &claimed);
+            if killed {
+                continue;
+            }
+            if g.link(by).done_end().is_none() {
+                // Helping `by` along, this thread hit its stop step.
+                assert!(w.stop_at.is_some(), "claim reported undone node {by}");
+                return ClaimOutcome::Stopped;
+            }
+            return ClaimOutcome::Duplicate { by };
+        }
+        match link::reserve(&g, &s.chain, &s.last[w.aggregate], None, || node) {
+            Ok((n, _)) => {
+                assert_eq!(n, node);
+                link::link(&g, &s.chain, n);
+                if g.link(n).done_end().is_none() {
+                    assert!(
+                        w.stop_at.is_some(),
+                        "link returned before node {n} was done"
+                    );
+                    return ClaimOutcome::Stopped;
+                }
+                return ClaimOutcome::Done { node };
+            }
+            Err((Refused::Killed, _)) => withdraw(s, &g, node, &claimed),
+            Err((Refused::Stopped, _)) => return ClaimOutcome::Stopped,
+            Err((Refused::Version(v), _)) => panic!("no expected version here, got {v}"),
+        }
+    }
+    panic!("writer {writer} killed {ATTEMPTS} times (within the preemption bound)");
+}
+
+fn check_claims_final(s: &Shared, writers: &[ClaimWriter], outcomes: &[ClaimOutcome]) {
+    check_log(s);
+    let g = View { s, stop_at: None };
+    let done: Vec<u64> = (2..s.nodes.len() as u64)
+        .filter(|&n| g.link(n).done_end().is_some())
+        .collect();
+    for &n in &done {
+        assert_ne!(
+            g.link(n).status.load(Ordering::Acquire),
+            FAILED,
+            "failed node {n} is done"
+        );
+    }
+    let writer_of = |n: u64| (n as usize - 2) / ATTEMPTS;
+    // Each id: held by at most one done node, which the claims map names.
+    let claims = s.claims.lock().unwrap().clone();
+    let all_ids: std::collections::BTreeSet<u64> =
+        writers.iter().flat_map(|w| w.ids.iter().copied()).collect();
+    for id in all_ids {
+        let holders: Vec<u64> = done
+            .iter()
+            .copied()
+            .filter(|&n| writers[writer_of(n)].ids.contains(&id))
+            .collect();
+        assert!(holders.len() <= 1, "id {id} stored by nodes {holders:?}");
+        if let Some(&h) = holders.first() {
+            assert!(
+                claims.contains(&(id, h)),
+                "id {id} stored by {h}, claims say {claims:?}"
+            );
+        }
+    }
+    for (i, (w, o)) in writers.iter().zip(outcomes).enumerate() {
+        match *o {
+            ClaimOutcome::Done { node } => {
+                assert_eq!(writer_of(node), i);
+                assert!(done.contains(&node));
+            }
+            ClaimOutcome::Duplicate { by } => {
+                assert!(done.contains(&by), "duplicate of undone node {by}");
+                assert!(writers[writer_of(by)].ids.contains(&w.ids[0]));
+            }
+            ClaimOutcome::Stopped => assert!(w.stop_at.is_some()),
+        }
+        // A writer's own nodes: at most one done.
+        let own = done.iter().filter(|&&n| writer_of(n) == i).count();
+        assert!(own <= 1, "writer {i} stored {own} times");
+    }
+}
+
+fn check_claims(writers: &'static [ClaimWriter], preemptions: usize) {
+    let mut builder = loom::model::Builder::new();
+    if builder.preemption_bound.is_none() {
+        builder.preemption_bound = Some(preemptions);
+    }
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+    let seen_in = seen.clone();
+    builder.check(move || {
+        let s = Arc::new(shared_claiming(writers));
+        let handles: Vec<_> = writers
+            .iter()
+            .enumerate()
+            .map(|(i, &w)| {
+                let s = Arc::clone(&s);
+                thread::spawn(move || append_claiming(&s, i, w))
+            })
+            .collect();
+        let outcomes: Vec<ClaimOutcome> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        check_claims_final(&s, writers, &outcomes);
+        seen_in.lock().unwrap().insert(format!("{outcomes:?}"));
+    });
+    let seen = seen.lock().unwrap().clone();
+    println!("{writers:?}: outcomes {seen:?}");
+    assert!(seen.len() > 1, "the model only ever saw {seen:?}");
+}
+
+const fn cw(aggregate: usize, ids: &'static [u64]) -> ClaimWriter {
+    ClaimWriter {
+        aggregate,
+        ids,
+        stop_at: None,
+    }
+}
+
+const fn claim_stopped(mut w: ClaimWriter, step: Step) -> ClaimWriter {
+    w.stop_at = Some(step);
+    w
+}
+
+/// Two threads retry one append (same id, same aggregate) at once: one
+/// append, one duplicate of it, in every interleaving.
+#[test]
+fn claims_one_id_retried_twice() {
+    static W: [ClaimWriter; 2] = [cw(0, &[7]), cw(0, &[7])];
+    check_claims(&W, 2);
+}
+
+/// One id given to two aggregates: stored once; the other append finds it
+/// (the store answers error 22 there).
+#[test]
+fn claims_one_id_two_aggregates() {
+    static W: [ClaimWriter; 2] = [cw(0, &[7]), cw(1, &[7])];
+    check_claims(&W, 2);
+}
+
+/// Two ids claimed in opposite orders: kills and restarts, still one
+/// append and one duplicate (within the preemption bound: the id path is
+/// obstruction-free).
+#[test]
+fn claims_opposite_orders() {
+    static W: [ClaimWriter; 2] = [cw(0, &[7, 8]), cw(0, &[8, 7])];
+    check_claims(&W, 1);
+}
+
+/// A claiming writer stops for ever after its claims, before reserving:
+/// the other kills its node, takes the id over and appends.
+#[test]
+fn claims_stopped_before_reserve() {
+    static W: [ClaimWriter; 2] = [claim_stopped(cw(0, &[7]), Step::BeforeReserve), cw(0, &[7])];
+    check_claims(&W, 2);
+}
+
+/// A claiming writer stops for ever once its node is the aggregate's
+/// `last` (still `PENDING`): the other confirms and links it, and reports
+/// a duplicate of it.
+#[test]
+fn claims_stopped_after_reserve() {
+    static W: [ClaimWriter; 2] = [claim_stopped(cw(0, &[7]), Step::Reserved), cw(0, &[7])];
+    check_claims(&W, 2);
+}

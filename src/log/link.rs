@@ -185,6 +185,8 @@ pub(crate) trait Graph {
     /// Records that sequence numbers `first..first + count` belong to node
     /// `id` (idempotent: helpers may call it concurrently).
     fn publish(&self, id: u64, first: u64, count: u64);
+    /// The `last` pointer of node `id`'s aggregate.
+    fn last_of(&self, id: u64) -> &AtomicU64;
     /// Test hook: called at each step of an append by the thread taking
     /// it. `true` means "this thread stops here for ever" (the loom models
     /// use it: the caller returns at once, leaving the step undone).
@@ -454,6 +456,79 @@ pub(crate) fn confirm(node: &Link) -> u8 {
     {
         Ok(_) => RESERVED,
         Err(state) => state,
+    }
+}
+
+/// Where client-id claims live: id → the node that claimed it (the
+/// store's `DashMap`; a mutex-guarded map in the loom models). Each
+/// operation is atomic on its own; nothing is held between them.
+pub(crate) trait Claims {
+    /// A client id.
+    type Id: Copy + std::fmt::Display;
+    /// Claims `id` for `node` if nobody has (`None`); else the node
+    /// holding it.
+    fn claim_if_absent(&self, id: Self::Id, node: u64) -> Option<u64>;
+    /// Moves `id`'s claim from `from` to `to` if `from` still holds it.
+    fn take_over(&self, id: Self::Id, from: u64, to: u64) -> bool;
+}
+
+/// How claiming a client id ended.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Claim {
+    /// Ours now.
+    Taken,
+    /// Stored by this node (done, unless the test hook stopped this thread
+    /// while it helped the node along).
+    Stored(u64),
+}
+
+/// Claims `id` for the `PENDING` node `node` (not yet any aggregate's
+/// `last`): insert-if-absent, and an existing claim is resolved by its
+/// node's state. `RESERVED`: the id is stored (finish the node for its
+/// owner). `FAILED`: the claim counts for nothing, take it over.
+/// `PENDING`: if the node is its aggregate's `last` it has all its claims,
+/// so confirm and finish it; else kill it (its owner starts over).
+///
+/// Obstruction-free rather than lock-free: two appends claiming the same
+/// ids in opposite orders could kill each other for ever, each kill
+/// landing in the other's short window between its claims and its
+/// reservation.
+pub(crate) fn claim<G: Graph, M: Claims>(
+    g: &G,
+    chain: &Chain,
+    claims: &M,
+    id: M::Id,
+    node: u64,
+) -> Claim {
+    loop {
+        let Some(other) = claims.claim_if_absent(id, node) else {
+            return Claim::Taken;
+        };
+        assert_ne!(other, node, "id {id} claimed twice by node {node}");
+        let found = g.link(other);
+        // Acquire: as every `status` load (module docs).
+        let mut state = found.status.load(Ordering::Acquire);
+        if state == PENDING {
+            // Acquire: as every `last` load (module docs).
+            state = if g.last_of(other).load(Ordering::Acquire) == other {
+                confirm(found)
+            } else {
+                kill(g, other)
+            };
+        }
+        match state {
+            RESERVED => {
+                link(g, chain, other);
+                return Claim::Stored(other);
+            }
+            FAILED => {
+                if claims.take_over(id, other, node) {
+                    return Claim::Taken;
+                }
+            }
+            // `confirm` and `kill` return final states only.
+            state => panic!("claim of node {other} left in state {state}"),
+        }
     }
 }
 

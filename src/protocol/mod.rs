@@ -12,7 +12,9 @@ mod sink;
 mod subscriptions;
 mod surrogates;
 
-pub use backend::{Backend, BackendError};
+pub use backend::Backend;
+#[cfg(feature = "jetstream")]
+pub use backend::BackendError;
 pub use envelope::decode;
 pub use handler::{Core, Outcome, ReplySource, encode, encode_error_head, finish_error, resolve};
 pub use request::Code;

@@ -1,4 +1,8 @@
-//! Client ids: claims.
+//! Client ids: claims. The claim protocol itself (`link::claim`,
+//! `confirm`, `kill`) lives in `log/link.rs` with the rest of the
+//! lock-free protocol, where the loom models check it
+//! (`tests/loom_link.rs`, `claims_*`); this file is the store's side: the
+//! `DashMap` of claims, the retry loop, and what a found id means.
 //!
 //! Claiming an id is an insert-if-absent in `client_ids` (the shard lock
 //! is held for that insert only). An existing claim is resolved by its
@@ -24,20 +28,43 @@ use super::append::{Appended, Positions, concurrency, exact, id_field};
 use crate::aggregate::Aggregate;
 use crate::error::{AppendError, IdConflict, InvalidAppend};
 use crate::event::{Event, RecordedEvent};
-use crate::log::link::{self, Link, Refused};
+use crate::hash::KeyedState;
+use crate::log::link::{self, Claim, Link, Refused};
 use crate::log::{Commit, Events};
 use crate::time::Timestamp;
 use crate::types::{EventId, ExpectedVersion, SequenceNumber, Version};
+use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-/// How a client id's existing claim resolved.
-enum Claim {
-    /// Ours now.
-    Taken,
-    /// Stored by this done node.
-    Stored(u64),
+/// The store's claims map, as the claim protocol (`link::claim`) sees it.
+struct ClientIds<'a>(&'a DashMap<EventId, u64, KeyedState>);
+
+impl link::Claims for ClientIds<'_> {
+    type Id = EventId;
+
+    fn claim_if_absent(&self, id: EventId, node: u64) -> Option<u64> {
+        // The shard lock is held for this entry operation only.
+        match self.0.entry(id) {
+            Entry::Vacant(v) => {
+                v.insert(node);
+                None
+            }
+            Entry::Occupied(o) => Some(*o.get()),
+        }
+    }
+
+    fn take_over(&self, id: EventId, from: u64, to: u64) -> bool {
+        // The shard lock is held for this entry operation only.
+        match self.0.entry(id) {
+            Entry::Occupied(mut o) if *o.get() == from => {
+                o.insert(to);
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 impl EventStore {
@@ -76,7 +103,8 @@ impl EventStore {
                 let found = if self.ids.is_tagged(id) {
                     self.locate_generated(id, field)
                 } else {
-                    match self.claim(id, node) {
+                    let claims = ClientIds(&self.client_ids);
+                    match link::claim(&*self.log, self.log.chain(), &claims, id, node) {
                         Claim::Taken => {
                             claimed.push(id);
                             Ok(None)
@@ -125,50 +153,6 @@ impl EventStore {
                 // over (its claims are taken over or withdrawn).
                 Err((Refused::Killed, _)) => self.withdraw(node, &claimed),
                 Err((Refused::Stopped, _)) => panic!("the store's pause hook stopped an append"),
-            }
-        }
-    }
-
-    /// Claims `id` for `node`: insert-if-absent, resolving a competing
-    /// claim by its node's state (see the module docs).
-    fn claim(&self, id: EventId, node: u64) -> Claim {
-        loop {
-            // The shard lock is held for this entry operation only.
-            let other = match self.client_ids.entry(id) {
-                Entry::Vacant(v) => {
-                    v.insert(node);
-                    return Claim::Taken;
-                }
-                Entry::Occupied(o) => *o.get(),
-            };
-            assert_ne!(other, node, "id {id} claimed twice by one node");
-            let commit = self.log.commit(other);
-            let mut state = commit.link.status.load(Ordering::Acquire);
-            if state == link::PENDING {
-                // In its aggregate's `last` already: it has all its claims,
-                // finish it (`settle` in link.rs confirms it). Else kill it.
-                state = if commit.aggregate.last.load(Ordering::Acquire) == other {
-                    link::confirm(&commit.link)
-                } else {
-                    link::kill(&*self.log, other)
-                };
-            }
-            match state {
-                link::RESERVED => {
-                    link::link(&*self.log, self.log.chain(), other);
-                    return Claim::Stored(other);
-                }
-                link::FAILED => {
-                    // Take it over if it is still the failed node's.
-                    if let Entry::Occupied(mut o) = self.client_ids.entry(id)
-                        && *o.get() == other
-                    {
-                        o.insert(node);
-                        return Claim::Taken;
-                    }
-                }
-                // `confirm` and `kill` return final states only.
-                state => panic!("claim of node {other} left in state {state}"),
             }
         }
     }

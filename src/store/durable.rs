@@ -79,6 +79,13 @@ impl EventStore {
         self.journal.is_some()
     }
 
+    /// How many `fdatasync` calls the store has made (0 in memory, or with
+    /// [`crate::FsyncPolicy::Never`]). With group commit, threads appending at
+    /// once share syncs: fewer syncs than durable appends.
+    pub fn syncs(&self) -> u64 {
+        self.journal.as_ref().map_or(0, Journal::syncs)
+    }
+
     /// The storage failure that ended this store's writes, if any. A
     /// durable store whose disk failed refuses every later write with it;
     /// its in-memory view may hold writes that never became durable.

@@ -226,6 +226,11 @@ impl Journal {
     }
 
     /// The failure that ended the WAL, if any.
+    /// `fdatasync` calls made so far.
+    pub(crate) fn syncs(&self) -> u64 {
+        self.shared.wal.syncs()
+    }
+
     pub(crate) fn failure(&self) -> Option<&StorageError> {
         self.shared.wal.failure()
     }
