@@ -23,6 +23,7 @@
 //! scan.rs       validating zero-copy JSON scanner (decoding, the fold)
 //! error.rs      error enums with protocol-ready messages
 //! notify.rs     event count: subscribers wait for the log without the log waiting
+//! once.rs       set-once cells filled without waiting on another thread's allocation
 //! fold.rs       the state fold (shallow merge) on raw JSON text
 //! aggregate.rs  the aggregate entry: last-commit atomic, snapshot slot (record type)
 //!   versions.rs   version → commit index, built by readers (appends never touch it)
@@ -118,6 +119,7 @@ mod json;
 mod log;
 pub mod node;
 mod notify;
+mod once;
 mod protocol;
 mod scan;
 mod storage;

@@ -23,6 +23,7 @@
 //! so sees them and what the filler saw of their nodes (linked and
 //! sequenced: they were visible to it).
 
+use crate::once::get_or_offer;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -59,13 +60,9 @@ impl VersionIndex {
         let Some(cell) = self.buckets.get(bucket) else {
             panic!("version {version} beyond the index");
         };
-        if cell.get().is_none() {
-            // Allocated outside the cell; losing the race drops our copy.
-            let _ = cell.set((0..1usize << bucket).map(|_| AtomicU64::new(0)).collect());
-        }
-        let Some(slots) = cell.get() else {
-            panic!("a OnceLock is empty right after being set");
-        };
+        let slots = get_or_offer(cell, || {
+            (0..1usize << bucket).map(|_| AtomicU64::new(0)).collect()
+        });
         // Relaxed: published by the `Release` raise of `indexed`.
         slots[offset].store(node + 1, Ordering::Relaxed);
     }

@@ -14,6 +14,7 @@
 //! cell and storing its pointer. Callers allocate ahead (see `Log`), so
 //! installs are rare and rarely contended.
 
+use crate::once::get_or_offer;
 use std::sync::OnceLock;
 
 /// log2 of the elements in a chunk.
@@ -40,19 +41,6 @@ fn locate(i: u64) -> (usize, usize, usize) {
     let offset = (i as usize) & (CHUNK_LEN - 1);
     let chunk = (i >> CHUNK_BITS) as usize;
     (chunk >> TABLE_BITS, chunk & (TABLE_LEN - 1), offset)
-}
-
-/// The cell's value, allocating it outside the cell if missing.
-fn get_or_offer<V>(cell: &OnceLock<V>, make: impl FnOnce() -> V) -> &V {
-    if let Some(v) = cell.get() {
-        return v;
-    }
-    // Losing the race drops our copy.
-    let _ = cell.set(make());
-    match cell.get() {
-        Some(v) => v,
-        None => panic!("a OnceLock is empty right after being set"),
-    }
 }
 
 impl<T: Default> Chunks<T> {
