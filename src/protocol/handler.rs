@@ -274,41 +274,7 @@ impl Core {
                     code: Code::Crash,
                     text: "request applied twice".into(),
                 }),
-                Some(Err(BackendError::Append(AppendError::Concurrency(e)))) => {
-                    Outcome::Concurrency(e)
-                }
-                Some(Err(BackendError::Append(AppendError::IdConflict(e)))) => {
-                    Outcome::Error(Rejection {
-                        code: Code::PreconditionFailed,
-                        text: e.to_string(),
-                    })
-                }
-                Some(Err(BackendError::Append(AppendError::Invalid(e)))) => {
-                    Outcome::Error(Rejection {
-                        code: Code::MalformedRequest,
-                        text: e.to_string(),
-                    })
-                }
-                // The request is fine: the store has no room for it
-                // (nothing was appended).
-                Some(Err(BackendError::Append(e @ AppendError::Full { .. }))) => {
-                    Outcome::Error(Rejection {
-                        code: Code::TemporarilyUnavailable,
-                        text: e.to_string(),
-                    })
-                }
-                // Only when the store failed before this append (a deferred
-                // append does no I/O; the failure itself surfaces in a sync).
-                Some(Err(BackendError::Append(AppendError::Storage(e)))) => {
-                    Outcome::Error(Rejection {
-                        code: Code::Crash,
-                        text: e.to_string(),
-                    })
-                }
-                Some(Err(e @ BackendError::Unavailable(_))) => Outcome::Error(Rejection {
-                    code: Code::TemporarilyUnavailable,
-                    text: e.to_string(),
-                }),
+                Some(Err(e)) => refused(e),
             },
             Request::CreateSnapshot {
                 aggregate_id,
@@ -317,17 +283,11 @@ impl Core {
             } => match &self.backend {
                 None => match store.create_snapshot_deferred(aggregate_id, *expected, *state) {
                     Ok(v) => Outcome::SnapshotCreated(v),
-                    Err(e) => Outcome::Concurrency(e),
+                    Err(e) => refused(BackendError::Append(e)),
                 },
                 Some(backend) => match backend.create_snapshot(aggregate_id, *expected, *state) {
                     Ok(v) => Outcome::SnapshotCreated(v),
-                    Err(BackendError::Append(AppendError::Concurrency(e))) => {
-                        Outcome::Concurrency(e)
-                    }
-                    Err(e) => Outcome::Error(Rejection {
-                        code: Code::TemporarilyUnavailable,
-                        text: e.to_string(),
-                    }),
+                    Err(e) => refused(e),
                 },
             },
             Request::ReadSnapshot { aggregate_id } => match store.snapshot_record(aggregate_id) {
@@ -693,6 +653,27 @@ fn source_text(source: &ReplySource, dest: Option<crate::types::JsonText<'_>>) -
         ReplySource::Node(id) => Arc::clone(id),
         ReplySource::Default => Arc::from("\"eventstore\""),
     }
+}
+
+/// The reply to a refused append or snapshot.
+fn refused(e: BackendError) -> Outcome {
+    let (code, text) = match e {
+        BackendError::Append(AppendError::Concurrency(e)) => return Outcome::Concurrency(e),
+        BackendError::Append(AppendError::IdConflict(e)) => {
+            (Code::PreconditionFailed, e.to_string())
+        }
+        BackendError::Append(AppendError::Invalid(e)) => (Code::MalformedRequest, e.to_string()),
+        // The request is fine: the store has no room for it (nothing was
+        // appended).
+        BackendError::Append(e @ AppendError::Full { .. }) => {
+            (Code::TemporarilyUnavailable, e.to_string())
+        }
+        // Only when the store failed before this write (a deferred write
+        // does no I/O; the failure itself surfaces in a sync).
+        BackendError::Append(AppendError::Storage(e)) => (Code::Crash, e.to_string()),
+        e @ BackendError::Unavailable(_) => (Code::TemporarilyUnavailable, e.to_string()),
+    };
+    Outcome::Error(Rejection { code, text })
 }
 
 fn encode_appended(store: &EventStore, appended: &Appended, batch: bool, out: &mut Vec<u8>) {

@@ -91,9 +91,29 @@ pub fn begin_frame(out: &mut Vec<u8>) -> usize {
     at
 }
 
+/// Payload bytes of an append record for an aggregate id of
+/// `aggregate_id_bytes` and events whose type, data and metadata together
+/// take `texts` bytes each (exact: see the format above).
+pub fn append_payload_bytes(aggregate_id_bytes: usize, texts: impl Iterator<Item = usize>) -> u64 {
+    let head = 1 + 8 + 8 + 4 + 4 + aggregate_id_bytes as u64;
+    texts.fold(head, |sum, text| sum + 8 + 16 + 1 + 3 * 4 + text as u64)
+}
+
+/// Payload bytes of a snapshot record (exact).
+pub fn snapshot_payload_bytes(aggregate_id_bytes: usize, state_bytes: usize) -> u64 {
+    1 + 8 + 4 + aggregate_id_bytes as u64 + 1 + 4 + state_bytes as u64
+}
+
 /// Fills in the length and checksum of the frame begun at `at`.
 pub fn end_frame(out: &mut [u8], at: usize) {
     let payload = &out[at + FRAME_HEADER_BYTES..];
+    // Writers refuse larger records before they are taken (the store's
+    // `record_fits`): recovery would read a longer frame as torn.
+    assert!(
+        payload.len() <= MAX_FRAME_BYTES,
+        "a record of {} bytes, over the {MAX_FRAME_BYTES}-byte frame limit",
+        payload.len()
+    );
     let len = payload.len() as u32;
     let crc = crc32c(payload);
     out[at..at + 4].copy_from_slice(&len.to_le_bytes());
@@ -302,6 +322,36 @@ pub fn parse(payload: &[u8]) -> Result<Record<'_>, &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn record_sizes_are_computed_exactly() {
+        let mut out = Vec::new();
+        let at = begin_append(&mut out, 1, 1, 2, "user-1");
+        let events = [("Created", "{\"a\":1}", ""), ("Renamed", "{}", "{\"m\":2}")];
+        for (event_type, data, metadata) in events {
+            let e = EventRecord {
+                recorded_at: 5,
+                id: [7; 16],
+                client_id: false,
+                event_type,
+                data,
+                metadata,
+            };
+            write_event(&mut out, &e);
+        }
+        end_frame(&mut out, at);
+        let texts = events.iter().map(|(t, d, m)| t.len() + d.len() + m.len());
+        assert_eq!(
+            append_payload_bytes("user-1".len(), texts),
+            (out.len() - FRAME_HEADER_BYTES) as u64
+        );
+        let mut out = Vec::new();
+        write_snapshot(&mut out, "user-1", 3, Some("{\"s\":1}"));
+        assert_eq!(
+            snapshot_payload_bytes(6, 7),
+            (out.len() - FRAME_HEADER_BYTES) as u64
+        );
+    }
 
     fn sample() -> Vec<u8> {
         let mut out = Vec::new();

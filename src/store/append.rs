@@ -10,6 +10,7 @@ use crate::error::{AppendError, ConcurrencyError, InvalidAppend};
 use crate::event::{Event, NewEvent, Payload};
 use crate::log::link::{self, Link, Refused};
 use crate::log::{CAPACITY, Commit, Events};
+use crate::storage::record;
 use crate::time::Timestamp;
 use crate::types::{EventId, ExpectedVersion, SequenceNumber, Version};
 use std::collections::HashSet;
@@ -181,6 +182,11 @@ impl EventStore {
         // A failed durable store takes no more writes: nothing after a gap
         // in the log file may ever be acknowledged (storage/wal.rs).
         self.check_storage()?;
+        if self.is_durable() {
+            let texts = prepared.as_slice().iter().map(|p| p.text.len());
+            let bytes = record::append_payload_bytes(aggregate_id.len(), texts);
+            self.record_fits("events", bytes)?;
+        }
         // Read side of "an entry never changes once in the map" (write
         // side: `find_or_create` inserts only when absent).
         debug_assert!(

@@ -23,12 +23,12 @@
 use super::EventStore;
 use super::journal::Journal;
 use crate::aggregate::{SnapshotRecord, SnapshotState};
-use crate::error::StorageError;
+use crate::error::{InvalidAppend, StorageError};
 use crate::event::{Event, Payload};
 use crate::ids::IdScheme;
 use crate::log::link::{self, Link, Refused};
 use crate::log::{CAPACITY, Commit, Events};
-use crate::storage::record::Record;
+use crate::storage::record::{MAX_FRAME_BYTES, Record};
 use crate::storage::recover::recover;
 use crate::storage::{FsyncPolicy, OpenError, Wal, wal};
 use crate::time::Timestamp;
@@ -91,6 +91,24 @@ impl EventStore {
     /// its in-memory view may hold writes that never became durable.
     pub fn storage_failure(&self) -> Option<&StorageError> {
         self.journal.as_ref().and_then(Journal::failure)
+    }
+
+    /// On a durable store, refuses a write whose record (`payload_bytes`,
+    /// see `storage/record.rs`) would not fit in one frame: recovery reads
+    /// a frame over [`MAX_FRAME_BYTES`] as torn, so such a write would be
+    /// acknowledged and then lost on reopening. In memory there is no such
+    /// limit.
+    pub(crate) fn record_fits(&self, field: &str, payload_bytes: u64) -> Result<(), InvalidAppend> {
+        if self.journal.is_none() || payload_bytes <= MAX_FRAME_BYTES as u64 {
+            return Ok(());
+        }
+        Err(InvalidAppend::new(
+            field,
+            format!(
+                "its record would take {payload_bytes} bytes; a durable store writes at most \
+                 {MAX_FRAME_BYTES} bytes (1 GiB) per append or snapshot"
+            ),
+        ))
     }
 
     /// Refuses a write once the store has failed.
@@ -252,5 +270,31 @@ impl EventStore {
             None => SnapshotState::Folded(OnceLock::new()),
         };
         *aggregate.snapshot.lock() = Some(Arc::new(SnapshotRecord { version, state }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_durable_store_refuses_a_record_over_the_frame_limit_and_memory_does_not() {
+        let dir = std::env::temp_dir().join(format!("es-record-fits-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let durable = EventStore::open(&dir, FsyncPolicy::Never).expect("open");
+        let limit = MAX_FRAME_BYTES as u64;
+        assert!(durable.record_fits("events", limit).is_ok());
+        let e = durable.record_fits("events", limit + 1).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "events: its record would take {} bytes; a durable store writes at most \
+                 1073741824 bytes (1 GiB) per append or snapshot",
+                limit + 1
+            )
+        );
+        assert!(EventStore::new().record_fits("events", u64::MAX).is_ok());
+        drop(durable);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

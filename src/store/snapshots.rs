@@ -24,6 +24,7 @@ use crate::aggregate::state_cache::{CHECKPOINT_EVERY, Folded, worth_keeping};
 use crate::aggregate::{Aggregate, SnapshotRecord, SnapshotState};
 use crate::error::{AppendError, ConcurrencyError};
 use crate::fold::Fold;
+use crate::storage::record;
 use crate::time::Timestamp;
 use crate::types::{JsonText, Version};
 use serde_json::value::RawValue;
@@ -225,8 +226,10 @@ impl EventStore {
     /// events is at version 0 and can be snapshotted there.
     ///
     /// On a durable store the snapshot is durable when this returns `Ok`;
-    /// the errors are [`AppendError::Concurrency`] and
-    /// [`AppendError::Storage`].
+    /// the errors are [`AppendError::Concurrency`],
+    /// [`AppendError::Storage`], and on a durable store
+    /// [`AppendError::Invalid`] for a given state whose record would exceed
+    /// 1 GiB.
     pub fn create_snapshot(
         &self,
         aggregate_id: &str,
@@ -247,7 +250,11 @@ impl EventStore {
         aggregate_id: &str,
         expected: Option<Version>,
         state: Option<JsonText<'_>>,
-    ) -> Result<Version, ConcurrencyError> {
+    ) -> Result<Version, AppendError> {
+        if let Some(state) = state {
+            let bytes = record::snapshot_payload_bytes(aggregate_id.len(), state.get().len());
+            self.record_fits("state", bytes)?;
+        }
         let aggregate = match self.find(aggregate_id) {
             Some(a) => a,
             None => match expected {
@@ -255,7 +262,8 @@ impl EventStore {
                     return Err(ConcurrencyError {
                         expected: v,
                         current: Version::INITIAL,
-                    });
+                    }
+                    .into());
                 }
                 _ => self.find_or_create(aggregate_id),
             },
@@ -273,7 +281,8 @@ impl EventStore {
             return Err(ConcurrencyError {
                 expected: v,
                 current,
-            });
+            }
+            .into());
         }
         if let Some(journal) = &self.journal {
             // Written after every event it covers (all visible now).
