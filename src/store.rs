@@ -79,6 +79,7 @@ mod subscription;
 pub use append::{Appended, MAX_EVENT_PART_BYTES, Positions, Prepared};
 use journal::Journal;
 pub use reads::{AllSlice, FilteredSlice, StreamSlice};
+#[cfg_attr(not(feature = "jetstream"), allow(unused_imports))]
 pub use replica::{Precheck, ReplicatedEvent};
 pub use snapshots::{FoldPlan, Replay, Snapshot};
 pub use subscription::Subscription;

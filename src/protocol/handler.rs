@@ -27,11 +27,13 @@
 //! after a gap in the log file, and reads are refused too, as the
 //! in-memory view may hold writes that never became durable.
 
-use super::backend::{Backend, BackendError};
+use super::backend::{Backend, BackendError, Ticket, Written};
 use super::envelope::decode;
 use super::request::{Code, Envelope, Message, Rejection, Request};
 use super::sink::{ReplySink, write_events};
-use super::subscriptions::{self, Delivery, Full, MAX_SUBSCRIPTIONS, Subscriber, Subscriptions};
+use super::subscriptions::{
+    self, Delivery, Full, MAX_SUBSCRIPTIONS, Subscriber, Subscriptions, deliveries_to,
+};
 use crate::aggregate::{Aggregate, SnapshotRecord};
 use crate::error::{AppendError, ConcurrencyError};
 use crate::filter::{Filter, PageBounds};
@@ -133,6 +135,16 @@ pub enum Outcome {
     },
     /// `init_ok`.
     InitOk,
+    /// A backend write under way: resolved into one of the outcomes above
+    /// when the reply is encoded (see [`super::backend`]).
+    Pending {
+        /// The write.
+        ticket: Ticket,
+        /// The request used the batch form (appends).
+        batch: bool,
+        /// The subscriptions live when it was applied (its deliveries).
+        subscribers: Vec<Arc<Subscriber>>,
+    },
 }
 
 /// Step 1½ (pure lookups, parallel, optional): finds the aggregate an
@@ -207,11 +219,19 @@ impl Core {
                 from_sequence,
                 filter,
             }) => {
+                if let Some(backend) = &self.backend {
+                    backend.settle(None);
+                }
                 let node = source_text(&self.source(envelope.dest.is_some()), envelope.dest);
                 let client = Arc::from(envelope.src.get());
                 self.subscribe(node, client, *from_sequence, Arc::clone(filter))
             }
-            Ok(request) => self.apply_request(request),
+            Ok(request) => {
+                if let Some(backend) = &self.backend {
+                    settle_for(backend.as_ref(), request);
+                }
+                self.apply_request(request)
+            }
         };
         // After applying: the reply to `init` comes from the id it gave.
         (self.source(envelope.dest.is_some()), outcome)
@@ -258,57 +278,24 @@ impl Core {
                 prepared,
                 aggregate,
                 batch,
-            } => match prepared.take().map(|p| match &self.backend {
-                None => store
-                    .append_prepared_to(aggregate.take(), aggregate_id, *expected, p)
-                    .map_err(BackendError::Append),
-                Some(backend) => backend.append(aggregate_id, *expected, p),
-            }) {
-                Some(Ok(appended)) => Outcome::Appended {
-                    deliveries: self.subscriptions.deliveries(store, &appended),
-                    appended,
-                    batch: *batch,
-                },
+            } => match (prepared.take(), &self.backend) {
                 // Applying one message twice is a bug in the caller.
-                None => Outcome::Error(Rejection {
+                (None, _) => Outcome::Error(Rejection {
                     code: Code::Crash,
                     text: "request applied twice".into(),
                 }),
-                Some(Err(BackendError::Append(AppendError::Concurrency(e)))) => {
-                    Outcome::Concurrency(e)
+                (Some(p), None) => {
+                    let result = store
+                        .append_prepared_to(aggregate.take(), aggregate_id, *expected, p)
+                        .map_err(BackendError::Append);
+                    let deliveries = |a: &Appended| self.subscriptions.deliveries(store, a);
+                    append_outcome(result, *batch, deliveries)
                 }
-                Some(Err(BackendError::Append(AppendError::IdConflict(e)))) => {
-                    Outcome::Error(Rejection {
-                        code: Code::PreconditionFailed,
-                        text: e.to_string(),
-                    })
-                }
-                Some(Err(BackendError::Append(AppendError::Invalid(e)))) => {
-                    Outcome::Error(Rejection {
-                        code: Code::MalformedRequest,
-                        text: e.to_string(),
-                    })
-                }
-                // The request is fine: the store has no room for it
-                // (nothing was appended).
-                Some(Err(BackendError::Append(e @ AppendError::Full { .. }))) => {
-                    Outcome::Error(Rejection {
-                        code: Code::TemporarilyUnavailable,
-                        text: e.to_string(),
-                    })
-                }
-                // Only when the store failed before this append (a deferred
-                // append does no I/O; the failure itself surfaces in a sync).
-                Some(Err(BackendError::Append(AppendError::Storage(e)))) => {
-                    Outcome::Error(Rejection {
-                        code: Code::Crash,
-                        text: e.to_string(),
-                    })
-                }
-                Some(Err(e @ BackendError::Unavailable(_))) => Outcome::Error(Rejection {
-                    code: Code::TemporarilyUnavailable,
-                    text: e.to_string(),
-                }),
+                (Some(p), Some(backend)) => Outcome::Pending {
+                    ticket: backend.append(aggregate_id, *expected, p),
+                    batch: *batch,
+                    subscribers: self.subscriptions.live(),
+                },
             },
             Request::CreateSnapshot {
                 aggregate_id,
@@ -319,15 +306,14 @@ impl Core {
                     Ok(v) => Outcome::SnapshotCreated(v),
                     Err(e) => Outcome::Concurrency(e),
                 },
-                Some(backend) => match backend.create_snapshot(aggregate_id, *expected, *state) {
-                    Ok(v) => Outcome::SnapshotCreated(v),
-                    Err(BackendError::Append(AppendError::Concurrency(e))) => {
-                        Outcome::Concurrency(e)
-                    }
-                    Err(e) => Outcome::Error(Rejection {
-                        code: Code::TemporarilyUnavailable,
-                        text: e.to_string(),
-                    }),
+                Some(backend) => Outcome::Pending {
+                    ticket: backend.create_snapshot(
+                        aggregate_id,
+                        *expected,
+                        state.map(|s| s.get().to_owned()),
+                    ),
+                    batch: false,
+                    subscribers: Vec::new(),
                 },
             },
             Request::ReadSnapshot { aggregate_id } => match store.snapshot_record(aggregate_id) {
@@ -424,6 +410,7 @@ pub fn encode(
         Message::Unanswerable(why) => return Some(why.clone()),
         Message::Envelope(e) => e,
     };
+    let outcome = resolve_pending(store, outcome);
     if is_long(&outcome) {
         sink.before_long_reply();
     }
@@ -444,6 +431,80 @@ pub fn encode(
         }
     }
     None
+}
+
+/// Waits for a backend write and turns it into its outcome.
+fn resolve_pending(store: &EventStore, outcome: Outcome) -> Outcome {
+    let Outcome::Pending {
+        ticket,
+        batch,
+        subscribers,
+    } = outcome
+    else {
+        return outcome;
+    };
+    match ticket.wait() {
+        Ok(Written::Appended(appended)) => append_outcome(Ok(appended), batch, |a| {
+            deliveries_to(&subscribers, store, a)
+        }),
+        Ok(Written::Snapshot(version)) => Outcome::SnapshotCreated(version),
+        Err(e) => append_outcome(Err(e), batch, |_| Vec::new()),
+    }
+}
+
+/// Makes the backend settle the writes a read could observe.
+fn settle_for(backend: &dyn Backend, request: &Request<'_>) {
+    match request {
+        Request::ReadSnapshot { aggregate_id }
+        | Request::Replay { aggregate_id, .. }
+        | Request::GetState { aggregate_id, .. }
+        | Request::ReadStream { aggregate_id, .. } => backend.settle(Some(aggregate_id)),
+        Request::ReadAll { .. } | Request::Subscribe { .. } => backend.settle(None),
+        Request::Append { .. }
+        | Request::CreateSnapshot { .. }
+        | Request::Unsubscribe { .. }
+        | Request::Init { .. } => {}
+    }
+}
+
+/// The outcome of an append (or, for its errors, of a snapshot).
+fn append_outcome(
+    result: Result<Appended, BackendError>,
+    batch: bool,
+    deliveries: impl FnOnce(&Appended) -> Vec<Delivery>,
+) -> Outcome {
+    match result {
+        Ok(appended) => Outcome::Appended {
+            deliveries: deliveries(&appended),
+            appended,
+            batch,
+        },
+        Err(BackendError::Append(AppendError::Concurrency(e))) => Outcome::Concurrency(e),
+        Err(BackendError::Append(AppendError::IdConflict(e))) => Outcome::Error(Rejection {
+            code: Code::PreconditionFailed,
+            text: e.to_string(),
+        }),
+        Err(BackendError::Append(AppendError::Invalid(e))) => Outcome::Error(Rejection {
+            code: Code::MalformedRequest,
+            text: e.to_string(),
+        }),
+        // The request is fine: the store has no room for it (nothing was
+        // appended).
+        Err(BackendError::Append(e @ AppendError::Full { .. })) => Outcome::Error(Rejection {
+            code: Code::TemporarilyUnavailable,
+            text: e.to_string(),
+        }),
+        // Only when the store failed before this append (a deferred append
+        // does no I/O; the failure itself surfaces in a sync).
+        Err(BackendError::Append(AppendError::Storage(e))) => Outcome::Error(Rejection {
+            code: Code::Crash,
+            text: e.to_string(),
+        }),
+        Err(e @ BackendError::Unavailable(_)) => Outcome::Error(Rejection {
+            code: Code::TemporarilyUnavailable,
+            text: e.to_string(),
+        }),
+    }
 }
 
 /// What follows a reply line: `event` messages.
@@ -528,6 +589,7 @@ fn reply_type(outcome: &Outcome) -> &'static str {
         Outcome::Subscribed { .. } => "subscribed",
         Outcome::Unsubscribed(_) => "unsubscribed",
         Outcome::InitOk => "init_ok",
+        Outcome::Pending { .. } => unreachable!("resolved before encoding"),
     }
 }
 
@@ -641,7 +703,8 @@ fn encode_small_fields(
         Outcome::Appended { .. }
         | Outcome::Subscribed { .. }
         | Outcome::Unsubscribed(_)
-        | Outcome::AllReadFiltered { .. } => {
+        | Outcome::AllReadFiltered { .. }
+        | Outcome::Pending { .. } => {
             unreachable!("written by encode_fields")
         }
         Outcome::SnapshotCreated(version) => {

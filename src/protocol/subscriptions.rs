@@ -100,7 +100,24 @@ impl Subscriptions {
     /// order, one per matching subscription in subscription order. A retry
     /// appended nothing and sends nothing.
     pub fn deliveries(&self, store: &EventStore, appended: &Appended) -> Vec<Delivery> {
-        if self.live.is_empty() || appended.duplicate {
+        deliveries_to(&self.live, store, appended)
+    }
+
+    /// The live subscriptions now, in id order (for deliveries decided
+    /// later, see [`deliveries_to`]).
+    pub fn live(&self) -> Vec<Arc<Subscriber>> {
+        self.live.clone()
+    }
+}
+
+/// [`Subscriptions::deliveries`] to the subscriptions `live`.
+pub fn deliveries_to(
+    live: &[Arc<Subscriber>],
+    store: &EventStore,
+    appended: &Appended,
+) -> Vec<Delivery> {
+    {
+        if live.is_empty() || appended.duplicate {
             return Vec::new();
         }
         let mut out = Vec::new();
@@ -108,7 +125,7 @@ impl Subscriptions {
             let Some(event) = store.event(seq) else {
                 panic!("appended event {seq} is not in the log");
             };
-            for subscriber in &self.live {
+            for subscriber in live {
                 if seq >= subscriber.from && subscriber.filter.matches_event(&event) {
                     out.push(Delivery {
                         seq,
