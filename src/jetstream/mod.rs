@@ -26,7 +26,7 @@
 //!   reply waits for the stream's acknowledgement (a quorum of replicas)
 //!   and for the view to hold the write, so a front end reads its own
 //!   writes.
-//! - **The node pipelines writes** ([`pipeline`]): its serial apply step
+//! - **The node pipelines writes** (`pipeline.rs`): its serial apply step
 //!   submits each write and moves on (up to [`WINDOW`] in flight), appends
 //!   to different aggregates are published without waiting for each
 //!   other's acknowledgements, and replies wait for their own write in the

@@ -102,6 +102,11 @@ struct Chain {
     /// Whether the prediction can be made: `false` after a write that is
     /// decided again one at a time (its effect is unknown until it is done).
     speculable: bool,
+    /// Whether the chain's last append is acknowledged: `version` and
+    /// `last_seq` are then facts, and the next append may be sent.
+    confirmed: bool,
+    /// The chain's last append (0: none).
+    append_id: u64,
     /// The last write's completion.
     tail: Done,
     tail_id: u64,
@@ -121,6 +126,8 @@ struct Overlay {
 pub(crate) struct Pipeline {
     overlay: Mutex<Overlay>,
     window: Arc<Semaphore>,
+    /// Bumped whenever an append is acknowledged or a write is done.
+    progress: watch::Sender<u64>,
 }
 
 impl Pipeline {
@@ -128,6 +135,7 @@ impl Pipeline {
         Pipeline {
             overlay: Mutex::new(Overlay::default()),
             window: Arc::new(Semaphore::new(WINDOW)),
+            progress: watch::Sender::new(0),
         }
     }
 
@@ -190,6 +198,22 @@ impl Slot {
         held
     }
 
+    /// This append is acknowledged, its last event at `last_seq`: if it is
+    /// still its chain's last append, the chain's state is now a fact.
+    fn confirm(&self, last_seq: u64) {
+        {
+            let mut overlay = self.shared.pipeline.overlay.lock();
+            if let Some(chain) = overlay.chains.get_mut(&self.aggregate_id)
+                && chain.append_id == self.id
+                && chain.speculable
+            {
+                chain.last_seq = last_seq;
+                chain.confirmed = true;
+            }
+        }
+        self.shared.pipeline.progress.send_modify(|n| *n += 1);
+    }
+
     fn finish(self, result: WriteResult, held: bool) {
         {
             let mut overlay = self.shared.pipeline.overlay.lock();
@@ -210,6 +234,7 @@ impl Slot {
             }
         }
         self.done.send_replace(Some(held));
+        self.shared.pipeline.progress.send_modify(|n| *n += 1);
         self.reply.send(result);
     }
 }
@@ -235,26 +260,48 @@ struct Registered {
     earlier: Vec<Done>,
 }
 
-/// Makes a write the tail of `aggregate_id`'s chain, predicting the
-/// aggregate's version and last sequence number after it (`None`: not
-/// predictable until it is done).
+/// What a write registered on a chain makes of its prediction.
+enum Predict {
+    /// An append sent: the aggregate will be at this version, its last
+    /// event at this sequence number (unconfirmed until acknowledged).
+    Append(Version, u64),
+    /// A snapshot: the prediction stays (this one when the chain is new).
+    Keep(Version, u64),
+    /// Not predictable until this write is done.
+    Unknown,
+}
+
+/// Makes a write the tail of `aggregate_id`'s chain.
 fn register(
     overlay: &mut Overlay,
     aggregate_id: &str,
     earlier: Vec<Done>,
-    prediction: Option<(Version, u64)>,
+    predict: Predict,
     given: &[EventId],
 ) -> Registered {
     overlay.next_id += 1;
     let id = overlay.next_id;
     let (done, tail) = watch::channel(None);
-    let (version, last_seq) = prediction.unwrap_or((Version::INITIAL, 0));
+    let old = overlay.chains.get(aggregate_id);
+    let (version, last_seq, speculable, confirmed, append_id) = match predict {
+        Predict::Append(v, s) => (v, s, true, false, id),
+        Predict::Keep(v, s) => (
+            v,
+            s,
+            true,
+            old.is_none_or(|c| c.confirmed),
+            old.map_or(0, |c| c.append_id),
+        ),
+        Predict::Unknown => (Version::INITIAL, 0, false, false, 0),
+    };
     overlay.chains.insert(
         aggregate_id.to_owned(),
         Chain {
             version,
             last_seq,
-            speculable: prediction.is_some(),
+            speculable,
+            confirmed,
+            append_id,
             tail,
             tail_id: id,
         },
@@ -285,52 +332,62 @@ pub(crate) async fn submit_append(
         return window_closed();
     };
     let count = ids.len() as u64;
-    // An aggregate with a write in flight: wait for it (see the module
-    // docs: the stream cannot check an expectation on a subject with a
-    // publish in flight), as for a client id carried by a write in flight.
-    loop {
-        let clash = {
-            let overlay = shared.pipeline.overlay.lock();
-            given.iter().any(|g| overlay.given_ids.contains_key(g))
-        };
-        let tails = shared.pipeline.tails((!clash).then_some(aggregate_id));
-        if tails.is_empty() {
-            break;
-        }
-        for mut tail in tails {
-            let _ = tail.wait_for(Option::is_some).await;
-        }
-    }
+    // An aggregate whose last append in flight is not acknowledged yet:
+    // wait for that (see the module docs: the stream cannot check an
+    // expectation on a subject with a publish in flight); a client id
+    // carried by a write in flight: wait for every write in flight.
+    let mut progress = shared.pipeline.progress.subscribe();
     let view = &shared.view;
-    let (plan, registered) = {
-        let mut overlay = shared.pipeline.overlay.lock();
-        let overlay = &mut *overlay;
-        match view.precheck_append(aggregate_id, expected, &prepared) {
+    let (plan, registered) = loop {
+        let mut guard = shared.pipeline.overlay.lock();
+        let overlay = &mut *guard;
+        let clash = given.iter().any(|g| overlay.given_ids.contains_key(g));
+        let chain = overlay.chains.get(aggregate_id);
+        let ready = if clash {
+            overlay.chains.is_empty()
+        } else {
+            chain.is_none_or(|c| c.speculable && c.confirmed)
+        };
+        if !ready {
+            drop(guard);
+            // Every acknowledgement and every finished write bumps it.
+            let _ = progress.changed().await;
+            continue;
+        }
+        // The aggregate's state: the view's, or the acknowledged one of the
+        // chain (its events may not be in the view yet).
+        let (check, known) = match chain {
+            None => (expected, None),
+            Some(c) => (ExpectedVersion::Any, Some((c.version, c.last_seq))),
+        };
+        let earlier: Vec<Done> = chain.map(|c| c.tail.clone()).into_iter().collect();
+        let fresh = match view.precheck_append(aggregate_id, check, &prepared) {
             Ok(Precheck::Stored(appended)) => {
                 return Ticket::ready(Ok(Written::Appended(appended)));
             }
             Ok(Precheck::Fresh { version, last_seq }) => {
-                let base = if overlay.chains.is_empty() {
-                    view.head().0
-                } else {
-                    overlay.predicted_head.max(view.head().0)
-                };
-                let predicted_last = base + count;
-                overlay.predicted_head = predicted_last;
-                let prediction = Some((Version(version.0 + count), predicted_last));
-                let registered = register(overlay, aggregate_id, Vec::new(), prediction, &given);
-                (
-                    Err((version, last_seq.0, count, predicted_last)),
-                    registered,
-                )
+                let (version, last_seq) = known.unwrap_or((version, last_seq.0));
+                expected.matches(version).then_some((version, last_seq))
             }
-            // The view may lag the stream: confirmed one at a time.
-            Err(AppendError::Concurrency(_)) => {
-                let registered = register(overlay, aggregate_id, Vec::new(), None, &given);
-                (Ok(Plan::Slow), registered)
-            }
+            Err(AppendError::Concurrency(_)) => None,
             Err(e) => return Ticket::ready(Err(e.into())),
-        }
+        };
+        let Some((version, last_seq)) = fresh else {
+            // A mismatch: the view may lag the stream, so it is confirmed
+            // one at a time, after the earlier writes.
+            let registered = register(overlay, aggregate_id, earlier, Predict::Unknown, &given);
+            break (Ok(Plan::Slow), registered);
+        };
+        let base = if overlay.chains.is_empty() {
+            view.head().0
+        } else {
+            overlay.predicted_head.max(view.head().0)
+        };
+        let predicted_last = base.max(last_seq) + count;
+        overlay.predicted_head = predicted_last;
+        let predict = Predict::Append(Version(version.0 + count), predicted_last);
+        let registered = register(overlay, aggregate_id, earlier, predict, &given);
+        break (Err((version, last_seq, count, predicted_last)), registered);
     };
     let plan = match plan {
         Ok(plan) => plan,
@@ -395,6 +452,11 @@ async fn resolve_append(
                 Ok(future) => future.await.map_err(|e| classify(e.kind(), e.to_string())),
                 Err(failure) => Err(failure),
             };
+            if let Ok(ack) = &ack
+                && !ack.duplicate
+            {
+                slot.confirm(ack.sequence);
+            }
             let earlier = slot.earlier_held().await;
             match ack {
                 Ok(ack) if !ack.duplicate => {
@@ -478,14 +540,14 @@ pub(crate) async fn submit_snapshot(
                     _ => Plan::SnapshotAt { version },
                 };
                 let keep = match plan {
-                    Plan::Slow => None,
-                    _ => Some((version, last_seq)),
+                    Plan::Slow => Predict::Unknown,
+                    _ => Predict::Keep(version, last_seq),
                 };
                 (plan, register(overlay, aggregate_id, earlier, keep, &[]))
             }
             None => (
                 Plan::Slow,
-                register(overlay, aggregate_id, earlier, None, &[]),
+                register(overlay, aggregate_id, earlier, Predict::Unknown, &[]),
             ),
         }
     };
