@@ -312,6 +312,76 @@ fn register(
     Registered { id, done, earlier }
 }
 
+/// An append's fields once sent: version, last sequence number (its
+/// expectation), event count, predicted last sequence number.
+type Sending = (Version, u64, u64, u64);
+
+/// What the submit step makes of an append now.
+enum Decision {
+    /// Wait for progress (an acknowledgement, a write done), then decide.
+    Wait,
+    /// Decided on the view: no write.
+    Now(Ticket),
+    /// A write in flight: sent at once (`Err`), or resolved by its task.
+    Go(Result<Plan, Sending>, Registered),
+}
+
+fn decide_append(
+    shared: &Shared,
+    overlay: &mut Overlay,
+    aggregate_id: &str,
+    expected: ExpectedVersion,
+    prepared: &Prepared,
+    given: &[EventId],
+    count: u64,
+) -> Decision {
+    let view = &shared.view;
+    let clash = given.iter().any(|g| overlay.given_ids.contains_key(g));
+    let chain = overlay.chains.get(aggregate_id);
+    let ready = if clash {
+        overlay.chains.is_empty()
+    } else {
+        chain.is_none_or(|c| c.speculable && c.confirmed)
+    };
+    if !ready {
+        return Decision::Wait;
+    }
+    // The aggregate's state: the view's, or the acknowledged one of the
+    // chain (its events may not be in the view yet).
+    let (check, known) = match chain {
+        None => (expected, None),
+        Some(c) => (ExpectedVersion::Any, Some((c.version, c.last_seq))),
+    };
+    let earlier: Vec<Done> = chain.map(|c| c.tail.clone()).into_iter().collect();
+    let fresh = match view.precheck_append(aggregate_id, check, prepared) {
+        Ok(Precheck::Stored(appended)) => {
+            return Decision::Now(Ticket::ready(Ok(Written::Appended(appended))));
+        }
+        Ok(Precheck::Fresh { version, last_seq }) => {
+            let (version, last_seq) = known.unwrap_or((version, last_seq.0));
+            expected.matches(version).then_some((version, last_seq))
+        }
+        Err(AppendError::Concurrency(_)) => None,
+        Err(e) => return Decision::Now(Ticket::ready(Err(e.into()))),
+    };
+    let Some((version, last_seq)) = fresh else {
+        // A mismatch: the view may lag the stream, so it is confirmed one
+        // at a time, after the earlier writes.
+        let registered = register(overlay, aggregate_id, earlier, Predict::Unknown, given);
+        return Decision::Go(Ok(Plan::Slow), registered);
+    };
+    let base = if overlay.chains.is_empty() {
+        view.head().0
+    } else {
+        overlay.predicted_head.max(view.head().0)
+    };
+    let predicted_last = base.max(last_seq) + count;
+    overlay.predicted_head = predicted_last;
+    let predict = Predict::Append(Version(version.0 + count), predicted_last);
+    let registered = register(overlay, aggregate_id, earlier, predict, given);
+    Decision::Go(Err((version, last_seq, count, predicted_last)), registered)
+}
+
 /// Submits an append (see the module docs); called in input order.
 pub(crate) async fn submit_append(
     shared: Arc<Shared>,
@@ -337,57 +407,27 @@ pub(crate) async fn submit_append(
     // expectation on a subject with a publish in flight); a client id
     // carried by a write in flight: wait for every write in flight.
     let mut progress = shared.pipeline.progress.subscribe();
-    let view = &shared.view;
     let (plan, registered) = loop {
-        let mut guard = shared.pipeline.overlay.lock();
-        let overlay = &mut *guard;
-        let clash = given.iter().any(|g| overlay.given_ids.contains_key(g));
-        let chain = overlay.chains.get(aggregate_id);
-        let ready = if clash {
-            overlay.chains.is_empty()
-        } else {
-            chain.is_none_or(|c| c.speculable && c.confirmed)
+        let decision = {
+            let mut overlay = shared.pipeline.overlay.lock();
+            decide_append(
+                &shared,
+                &mut overlay,
+                aggregate_id,
+                expected,
+                &prepared,
+                &given,
+                count,
+            )
         };
-        if !ready {
-            drop(guard);
+        match decision {
+            Decision::Go(plan, registered) => break (plan, registered),
+            Decision::Now(ticket) => return ticket,
             // Every acknowledgement and every finished write bumps it.
-            let _ = progress.changed().await;
-            continue;
+            Decision::Wait => {
+                let _ = progress.changed().await;
+            }
         }
-        // The aggregate's state: the view's, or the acknowledged one of the
-        // chain (its events may not be in the view yet).
-        let (check, known) = match chain {
-            None => (expected, None),
-            Some(c) => (ExpectedVersion::Any, Some((c.version, c.last_seq))),
-        };
-        let earlier: Vec<Done> = chain.map(|c| c.tail.clone()).into_iter().collect();
-        let fresh = match view.precheck_append(aggregate_id, check, &prepared) {
-            Ok(Precheck::Stored(appended)) => {
-                return Ticket::ready(Ok(Written::Appended(appended)));
-            }
-            Ok(Precheck::Fresh { version, last_seq }) => {
-                let (version, last_seq) = known.unwrap_or((version, last_seq.0));
-                expected.matches(version).then_some((version, last_seq))
-            }
-            Err(AppendError::Concurrency(_)) => None,
-            Err(e) => return Ticket::ready(Err(e.into())),
-        };
-        let Some((version, last_seq)) = fresh else {
-            // A mismatch: the view may lag the stream, so it is confirmed
-            // one at a time, after the earlier writes.
-            let registered = register(overlay, aggregate_id, earlier, Predict::Unknown, &given);
-            break (Ok(Plan::Slow), registered);
-        };
-        let base = if overlay.chains.is_empty() {
-            view.head().0
-        } else {
-            overlay.predicted_head.max(view.head().0)
-        };
-        let predicted_last = base.max(last_seq) + count;
-        overlay.predicted_head = predicted_last;
-        let predict = Predict::Append(Version(version.0 + count), predicted_last);
-        let registered = register(overlay, aggregate_id, earlier, predict, &given);
-        break (Err((version, last_seq, count, predicted_last)), registered);
     };
     let plan = match plan {
         Ok(plan) => plan,
