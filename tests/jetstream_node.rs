@@ -288,3 +288,78 @@ fn pipelined_appends_answer_like_one_at_a_time() {
         }
     }
 }
+
+/// Sends `body` (with `msg_id`) and reads lines until its reply, putting
+/// the `event` messages read meanwhile into `events`; returns the reply.
+fn call_collecting(
+    s: &mut Session,
+    msg_id: u64,
+    mut body: Value,
+    events: &mut Vec<Value>,
+) -> Value {
+    body["msg_id"] = json!(msg_id);
+    s.send(&req(body));
+    loop {
+        let line = s.recv();
+        let body = line["body"].clone();
+        if body["type"] == "event" {
+            events.push(body);
+        } else if body["in_reply_to"] == msg_id {
+            return body;
+        }
+    }
+}
+
+#[test]
+fn a_subscriber_sees_the_events_of_every_front_end_in_order() {
+    let _turn = nats::one_cluster_at_a_time();
+    let cluster = nats::Cluster::start();
+    let args = nats_args(&cluster, "fanout");
+    let mut one = Session::start(&as_strs(&args));
+    let mut two = Session::start(&as_strs(&args));
+    // The `event` messages front end one sends.
+    let mut seen: Vec<Value> = Vec::new();
+    let mut msg_id = 0;
+    let mut next = || {
+        msg_id += 1;
+        msg_id
+    };
+    let subscribed = call_collecting(&mut one, next(), json!({"type": "subscribe"}), &mut seen);
+    assert_eq!(subscribed["type"], "subscribed", "{subscribed}");
+    let total = 40u64;
+    for i in 0..total {
+        let body = json!({"type": "append", "aggregate_id": format!("acct-{}", i % 5),
+            "event_type": "Moved", "event_data": {"i": i}, "version": "any"});
+        let reply = if i % 4 == 0 {
+            call_collecting(&mut one, next(), body, &mut seen)
+        } else {
+            call_collecting(&mut two, next(), body, &mut Vec::new())
+        };
+        assert_eq!(reply["type"], "appended", "append {i}: {reply}");
+    }
+    // Front end one hands out the other's events after its own replies:
+    // ask until every event came (a condition, not a sleep).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let ping = json!({"type": "read_all", "max_count": 0});
+    while (seen.len() as u64) < total && std::time::Instant::now() < deadline {
+        let reply = call_collecting(&mut one, next(), ping.clone(), &mut seen);
+        assert_eq!(reply["type"], "all_read", "{reply}");
+    }
+    // One more request: nothing more may come.
+    call_collecting(&mut one, next(), ping, &mut seen);
+    let seqs: Vec<u64> = seen
+        .iter()
+        .map(|e| {
+            e["event"]["sequence_number"]
+                .as_u64()
+                .expect("sequence_number")
+        })
+        .collect();
+    assert_eq!(
+        seqs,
+        (1..=total).collect::<Vec<_>>(),
+        "every event once, in order"
+    );
+    drop(one.finish());
+    drop(two.finish());
+}

@@ -32,7 +32,7 @@ use super::envelope::decode;
 use super::request::{Code, Envelope, Message, Rejection, Request};
 use super::sink::{ReplySink, write_events};
 use super::subscriptions::{
-    self, Delivery, Full, MAX_SUBSCRIPTIONS, Subscriber, Subscriptions, deliveries_to,
+    self, Delivery, Feed, FeedMark, Full, MAX_SUBSCRIPTIONS, Subscriber, Subscriptions,
 };
 use crate::aggregate::{Aggregate, SnapshotRecord};
 use crate::error::{AppendError, ConcurrencyError};
@@ -54,6 +54,9 @@ pub struct Core {
     subscriptions: Subscriptions,
     /// Where writes go when the log is replicated (`None`: the store).
     backend: Option<Arc<dyn Backend>>,
+    /// With a backend and live subscriptions: the mark of the last reply's
+    /// [`Feed`], which the next reply's feed continues.
+    feed_tail: Option<Arc<FeedMark>>,
 }
 
 /// Whom a reply comes from.
@@ -142,9 +145,10 @@ pub enum Outcome {
         ticket: Ticket,
         /// The request used the batch form (appends).
         batch: bool,
-        /// The subscriptions live when it was applied (its deliveries).
-        subscribers: Vec<Arc<Subscriber>>,
     },
+    /// An outcome followed by the `event` messages of a replicated log's
+    /// [`Feed`] (a node with a backend and live subscriptions).
+    Fed(Box<Outcome>, Feed),
 }
 
 /// Step 1½ (pure lookups, parallel, optional): finds the aggregate an
@@ -176,6 +180,7 @@ impl Core {
             node_id: None,
             subscriptions: Subscriptions::default(),
             backend: None,
+            feed_tail: None,
         }
     }
 
@@ -233,8 +238,36 @@ impl Core {
                 self.apply_request(request)
             }
         };
+        let outcome = self.feed(outcome);
         // After applying: the reply to `init` comes from the id it gave.
         (self.source(envelope.dest.is_some()), outcome)
+    }
+
+    /// With a backend, while subscriptions are live: the reply's share of
+    /// the log for them (see [`Feed`]).
+    fn feed(&mut self, outcome: Outcome) -> Outcome {
+        let subscribers = match &self.backend {
+            Some(_) => self.subscriptions.live(),
+            None => Vec::new(),
+        };
+        if subscribers.is_empty() {
+            self.feed_tail = None;
+            return outcome;
+        }
+        let head = self.store.head();
+        let prev = self
+            .feed_tail
+            .take()
+            .unwrap_or_else(|| FeedMark::at(head.0));
+        let own = Arc::new(FeedMark::default());
+        self.feed_tail = Some(Arc::clone(&own));
+        let feed = Feed {
+            prev,
+            own,
+            head,
+            subscribers,
+        };
+        Outcome::Fed(Box::new(outcome), feed)
     }
 
     /// Whom a reply comes from.
@@ -258,7 +291,7 @@ impl Core {
         let head = self.store.head();
         // 0 and 1 both mean the first event; none given: only new events.
         let from = from_sequence.map_or(SequenceNumber(head.0 + 1), |s| SequenceNumber(s.0.max(1)));
-        match self.subscriptions.add(node, client, filter, from) {
+        match self.subscriptions.add(node, client, filter, from, head) {
             Ok(subscriber) => Outcome::Subscribed { subscriber, head },
             Err(Full) => Outcome::Error(Rejection {
                 code: Code::TemporarilyUnavailable,
@@ -294,7 +327,6 @@ impl Core {
                 (Some(p), Some(backend)) => Outcome::Pending {
                     ticket: backend.append(aggregate_id, *expected, p),
                     batch: *batch,
-                    subscribers: self.subscriptions.live(),
                 },
             },
             Request::CreateSnapshot {
@@ -313,7 +345,6 @@ impl Core {
                         state.map(|s| s.get().to_owned()),
                     ),
                     batch: false,
-                    subscribers: Vec::new(),
                 },
             },
             Request::ReadSnapshot { aggregate_id } => match store.snapshot_record(aggregate_id) {
@@ -410,7 +441,14 @@ pub fn encode(
         Message::Unanswerable(why) => return Some(why.clone()),
         Message::Envelope(e) => e,
     };
-    let outcome = resolve_pending(store, outcome);
+    let (outcome, feed) = match outcome {
+        Outcome::Fed(outcome, feed) => (resolve_pending(*outcome), Some(feed)),
+        outcome => (resolve_pending(outcome), None),
+    };
+    let appended_last = match &outcome {
+        Outcome::Appended { appended, .. } => appended.positions.iter().last(),
+        _ => None,
+    };
     if is_long(&outcome) {
         sink.before_long_reply();
     }
@@ -430,23 +468,20 @@ pub fn encode(
             subscriptions::write_catch_up(store, &subscriber, head, sink);
         }
     }
+    if let Some(feed) = feed {
+        feed.deliver(store, appended_last, sink);
+    }
     None
 }
 
 /// Waits for a backend write and turns it into its outcome.
-fn resolve_pending(store: &EventStore, outcome: Outcome) -> Outcome {
-    let Outcome::Pending {
-        ticket,
-        batch,
-        subscribers,
-    } = outcome
-    else {
+/// (Its `event` messages, if any, come from the reply's [`Feed`].)
+fn resolve_pending(outcome: Outcome) -> Outcome {
+    let Outcome::Pending { ticket, batch } = outcome else {
         return outcome;
     };
     match ticket.wait() {
-        Ok(Written::Appended(appended)) => append_outcome(Ok(appended), batch, |a| {
-            deliveries_to(&subscribers, store, a)
-        }),
+        Ok(Written::Appended(appended)) => append_outcome(Ok(appended), batch, |_| Vec::new()),
         Ok(Written::Snapshot(version)) => Outcome::SnapshotCreated(version),
         Err(e) => append_outcome(Err(e), batch, |_| Vec::new()),
     }
@@ -589,7 +624,7 @@ fn reply_type(outcome: &Outcome) -> &'static str {
         Outcome::Subscribed { .. } => "subscribed",
         Outcome::Unsubscribed(_) => "unsubscribed",
         Outcome::InitOk => "init_ok",
-        Outcome::Pending { .. } => unreachable!("resolved before encoding"),
+        Outcome::Pending { .. } | Outcome::Fed(..) => unreachable!("resolved before encoding"),
     }
 }
 
@@ -704,7 +739,8 @@ fn encode_small_fields(
         | Outcome::Subscribed { .. }
         | Outcome::Unsubscribed(_)
         | Outcome::AllReadFiltered { .. }
-        | Outcome::Pending { .. } => {
+        | Outcome::Pending { .. }
+        | Outcome::Fed(..) => {
             unreachable!("written by encode_fields")
         }
         Outcome::SnapshotCreated(version) => {
