@@ -365,6 +365,7 @@ async fn start(config: JetStreamConfig) -> Result<Arc<Shared>, JetStreamError> {
 
 impl Drop for JetStream {
     fn drop(&mut self) {
+        self.shared.pipeline.report();
         // The followers run until the process ends; do not wait for them.
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();

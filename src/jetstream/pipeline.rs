@@ -83,6 +83,7 @@ use async_nats::jetstream::context::PublishAckFuture;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 
@@ -128,6 +129,19 @@ pub(crate) struct Pipeline {
     window: Arc<Semaphore>,
     /// Bumped whenever an append is acknowledged or a write is done.
     progress: watch::Sender<u64>,
+    /// Counts for `EVENTSTORE_DEBUG_PIPELINE` (see [`Pipeline::report`]).
+    stats: Stats,
+}
+
+/// What the pipeline did, counted.
+#[derive(Default)]
+struct Stats {
+    /// Appends that waited for an earlier one (same aggregate or client id).
+    waits: AtomicU64,
+    /// Appends published at once.
+    sent: AtomicU64,
+    /// Writes decided again one at a time.
+    slow: AtomicU64,
 }
 
 impl Pipeline {
@@ -136,6 +150,21 @@ impl Pipeline {
             overlay: Mutex::new(Overlay::default()),
             window: Arc::new(Semaphore::new(WINDOW)),
             progress: watch::Sender::new(0),
+            stats: Stats::default(),
+        }
+    }
+
+    /// With `EVENTSTORE_DEBUG_PIPELINE` set: what the pipeline did, on
+    /// stderr (the node's front end reports it when it stops).
+    pub(crate) fn report(&self) {
+        if std::env::var_os("EVENTSTORE_DEBUG_PIPELINE").is_some() {
+            let s = &self.stats;
+            eprintln!(
+                "pipeline: {} appends sent at once, {} waited for an earlier append, {} decided again one at a time",
+                s.sent.load(Ordering::Relaxed),
+                s.waits.load(Ordering::Relaxed),
+                s.slow.load(Ordering::Relaxed),
+            );
         }
     }
 
@@ -407,6 +436,7 @@ pub(crate) async fn submit_append(
     // expectation on a subject with a publish in flight); a client id
     // carried by a write in flight: wait for every write in flight.
     let mut progress = shared.pipeline.progress.subscribe();
+    let mut waited = false;
     let (plan, registered) = loop {
         let decision = {
             let mut overlay = shared.pipeline.overlay.lock();
@@ -425,6 +455,10 @@ pub(crate) async fn submit_append(
             Decision::Now(ticket) => return ticket,
             // Every acknowledgement and every finished write bumps it.
             Decision::Wait => {
+                if !waited {
+                    waited = true;
+                    shared.pipeline.stats.waits.fetch_add(1, Ordering::Relaxed);
+                }
                 let _ = progress.changed().await;
             }
         }
@@ -432,6 +466,7 @@ pub(crate) async fn submit_append(
     let plan = match plan {
         Ok(plan) => plan,
         Err((version, last_seq, count, predicted_last)) => {
+            shared.pipeline.stats.sent.fetch_add(1, Ordering::Relaxed);
             // Sent in input order: the apply step submits one at a time.
             let subject = super::subject::encode(&shared.config.stream, aggregate_id);
             let sent = shared
@@ -471,6 +506,7 @@ async fn resolve_append(
     let shared = Arc::clone(&slot.shared);
     let aggregate_id = slot.aggregate_id.clone();
     let one_at_a_time = |prepared: Prepared| {
+        shared.pipeline.stats.slow.fetch_add(1, Ordering::Relaxed);
         let shared = Arc::clone(&shared);
         let aggregate_id = aggregate_id.clone();
         let ids = ids.clone();

@@ -92,14 +92,26 @@ impl Ticket {
 
     /// Waits for the outcome. A sender dropped without an outcome (a bug
     /// in the backend, or its runtime shut down) is error 11.
-    pub fn wait(self) -> WriteResult {
+    pub fn wait(mut self) -> WriteResult {
+        self.settle();
         match self.0 {
             TicketState::Ready(result) => result,
-            TicketState::Waiting(rx) => rx.recv().unwrap_or_else(|_| {
+            TicketState::Waiting(_) => unreachable!("settled above"),
+        }
+    }
+
+    /// Waits for the outcome and keeps it (a later [`Ticket::wait`] returns
+    /// at once). The node settles the last ticket of an input batch first:
+    /// writes are mostly acknowledged in order, so the batch's other
+    /// tickets are then ready, and its thread sleeps once, not per write.
+    pub fn settle(&mut self) {
+        if let TicketState::Waiting(rx) = &self.0 {
+            let result = rx.recv().unwrap_or_else(|_| {
                 Err(BackendError::Unavailable(
                     "the write was abandoned before its outcome was known".into(),
                 ))
-            }),
+            });
+            self.0 = TicketState::Ready(result);
         }
     }
 }

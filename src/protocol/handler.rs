@@ -474,6 +474,17 @@ pub fn encode(
     None
 }
 
+impl Outcome {
+    /// The backend write this outcome waits for, if any.
+    pub fn ticket(&mut self) -> Option<&mut Ticket> {
+        match self {
+            Outcome::Pending { ticket, .. } => Some(ticket),
+            Outcome::Fed(outcome, _) => outcome.ticket(),
+            _ => None,
+        }
+    }
+}
+
 /// Waits for a backend write and turns it into its outcome.
 /// (Its `event` messages, if any, come from the reply's [`Feed`].)
 fn resolve_pending(outcome: Outcome) -> Outcome {
