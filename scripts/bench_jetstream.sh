@@ -8,6 +8,8 @@
 #   REQUESTS  seed requests piped through one front end (default 100000)
 #   PINGS     measured ping-pong round trips (default 2000, plus 200 warm-up)
 #   REPLICAS  stream replicas (default 3)
+#   RUNS      interleaved rounds (default 3): each runs the throughput, the
+#             ping-pong and the floor once; the table shows best / median
 #   PROFILE   cargo profile to build and run (default release; debug for a
 #             quick check of the script itself)
 #
@@ -26,6 +28,7 @@ REQUESTS=${REQUESTS:-100000}
 PINGS=${PINGS:-2000}
 REPLICAS=${REPLICAS:-3}
 PROFILE=${PROFILE:-release}
+RUNS=${RUNS:-3}
 bin="${CARGO_TARGET_DIR:-target}/$PROFILE"
 log() { echo "bench_jetstream: $*" >&2; }
 
@@ -73,27 +76,35 @@ log "cluster ready: $urls"
 $bin/examples/workload --kind seed --requests "$REQUESTS" --seed 1 >"$tmp/requests.jsonl"
 node=($bin/eventstore --nats "$urls" --nats-replicas "$REPLICAS")
 
-log "throughput: $REQUESTS seed requests through one front end"
-start=$(date +%s.%N)
-"${node[@]}" --nats-stream bench_tp <"$tmp/requests.jsonl" >"$tmp/replies.jsonl" 2>"$tmp/node_err.txt"
-end=$(date +%s.%N)
-replies=$(wc -l <"$tmp/replies.jsonl")
-errors=$(grep -c '"type":"error"\|"type":"concurrency_error"' "$tmp/replies.jsonl" || true)
-secs=$(python3 -c "print(f'{$end - $start:.2f}')")
-rate=$(python3 -c "print(int($REQUESTS / ($end - $start)))")
-ok=yes
-[ "$replies" -eq "$REQUESTS" ] || { ok=no; log "replies: $replies of $REQUESTS"; }
-[ "$errors" -eq 0 ] || { ok=no; log "$errors error replies"; }
-
-log "ping-pong through the front end"
-pp=$($bin/examples/pingpong --input "$tmp/requests.jsonl" --requests "$PINGS" --warmup 200 -- "${node[@]}" --nats-stream bench_pp)
-log "bare publishes (the floor)"
-floor=$($bin/examples/jetstream_publish "$urls" --requests "$PINGS" --replicas "$REPLICAS")
-
 field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
-echo "| measure (replicas $REPLICAS, 2 cores, cluster on this machine) | value |"
+ok=yes
+rates=(); pp50=(); pp99=(); fl50=(); fl99=()
+for round in $(seq 1 "$RUNS"); do
+    log "round $round/$RUNS (load: $(cut -d' ' -f1-3 /proc/loadavg)): throughput, $REQUESTS seed requests through one front end"
+    start=$(date +%s.%N)
+    "${node[@]}" --nats-stream "bench_tp$round" <"$tmp/requests.jsonl" >"$tmp/replies.jsonl" 2>"$tmp/node_err.txt"
+    end=$(date +%s.%N)
+    replies=$(wc -l <"$tmp/replies.jsonl")
+    errors=$(grep -c '"type":"error"\|"type":"concurrency_error"' "$tmp/replies.jsonl" || true)
+    rate=$(python3 -c "print(int($REQUESTS / ($end - $start)))")
+    log "  $rate msgs/s"
+    rates+=("$rate")
+    [ "$replies" -eq "$REQUESTS" ] || { ok=no; log "replies: $replies of $REQUESTS"; }
+    [ "$errors" -eq 0 ] || { ok=no; log "$errors error replies"; }
+
+    log "  ping-pong through the front end"
+    pp=$($bin/examples/pingpong --input "$tmp/requests.jsonl" --requests "$PINGS" --warmup 200 -- "${node[@]}" --nats-stream "bench_pp$round")
+    pp50+=("$(field "$pp" p50_us)"); pp99+=("$(field "$pp" p99_us)")
+    log "  bare publishes (the floor)"
+    floor=$($bin/examples/jetstream_publish "$urls" --requests "$PINGS" --replicas "$REPLICAS")
+    fl50+=("$(field "$floor" p50_us)"); fl99+=("$(field "$floor" p99_us)")
+done
+stat() { python3 -c "import statistics,sys; v=sorted(float(x) for x in sys.argv[2:]); print(f'{(max(v) if sys.argv[1]==\"best_high\" else min(v)):.0f} / {statistics.median(v):.0f}')" "$@"; }
+echo "| measure (replicas $REPLICAS, 2 cores, cluster on this machine; best / median of $RUNS interleaved rounds) | value |"
 echo "|---|---|"
-echo "| $REQUESTS seed requests, one front end | ${secs} s = ${rate} msgs/s (replies ok: $ok) |"
-echo "| ping-pong append through the front end, p50 / p99 | $(field "$pp" p50_us) µs / $(field "$pp" p99_us) µs |"
-echo "| bare JetStream publish + ack, p50 / p99 (floor) | $(field "$floor" p50_us) µs / $(field "$floor" p99_us) µs |"
+echo "| $REQUESTS seed requests, one front end, msgs/s | $(stat best_high "${rates[@]}") (replies ok: $ok) |"
+echo "| ping-pong append through the front end, p50 µs | $(stat best_low "${pp50[@]}") |"
+echo "| ping-pong append through the front end, p99 µs | $(stat best_low "${pp99[@]}") |"
+echo "| bare JetStream publish + ack, p50 µs (floor) | $(stat best_low "${fl50[@]}") |"
+echo "| bare JetStream publish + ack, p99 µs (floor) | $(stat best_low "${fl99[@]}") |"
 [ "$ok" = yes ]

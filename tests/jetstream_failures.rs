@@ -341,3 +341,114 @@ fn without_jetstream_writes_get_error_11_and_reads_go_on() {
     let (status, _, stderr) = s.finish();
     assert!(status.success(), "{stderr}");
 }
+
+/// Atomic batches written while the stream's *leader* is SIGKILLed (found
+/// through the servers' monitoring endpoint) and restarted: a fresh front
+/// end then sees every batch whole (its events consecutive, all of them)
+/// or not at all, each acknowledged one where it was acknowledged.
+#[test]
+fn a_leader_killed_during_batches_leaves_no_batch_partly_visible() {
+    let _turn = nats::one_cluster_at_a_time();
+    let mut cluster = nats::Cluster::start();
+    let args = nats_args(&cluster, "leader", &[]);
+    let seed = test_seed("a_leader_killed_during_batches_leaves_no_batch_partly_visible");
+    let batches = 120u64;
+    let size = 4u64;
+    let done = Arc::new(Mutex::new(0u64));
+    let writer = {
+        let args = args.clone();
+        let done = Arc::clone(&done);
+        thread::spawn(move || {
+            let mut rng = Rng::new(seed);
+            let mut s = start(&args);
+            let mut msg_id = 0;
+            let mut acked = Vec::new();
+            for b in 0..batches {
+                let aggregate = format!("batch-{}", rng.below(6));
+                let ids: Vec<String> = (0..size).map(|_| rng.uuid()).collect();
+                let events: Vec<Value> = ids
+                    .iter()
+                    .enumerate()
+                    .map(|(i, id)| json!({"event_type": "Part", "event_data": {"batch": b, "i": i}, "event_id": id}))
+                    .collect();
+                let body = retry_until_acked(
+                    &mut s,
+                    &mut msg_id,
+                    json!({"type": "append",
+                    "aggregate_id": aggregate, "events": events, "version": "any"}),
+                );
+                assert_eq!(body["event_ids"], json!(ids), "{body}");
+                let seqs: Vec<u64> = body["sequence_numbers"]
+                    .as_array()
+                    .expect("sequence_numbers")
+                    .iter()
+                    .map(|s| s.as_u64().expect("seq"))
+                    .collect();
+                acked.push((b, seqs));
+                *done.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+            }
+            let (status, _, stderr) = s.finish();
+            assert!(status.success(), "front end failed: {stderr}");
+            acked
+        })
+    };
+    let wait_done = |n: u64| {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while *done.lock().unwrap_or_else(|p| p.into_inner()) < n {
+            assert!(Instant::now() < deadline, "the writer stalled");
+            thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_done(20);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let leader = loop {
+        if let Some(i) = cluster.stream_leader("leader") {
+            break i;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no server reports the stream's leader"
+        );
+        thread::sleep(Duration::from_millis(100));
+    };
+    cluster.kill(leader);
+    wait_done(70);
+    cluster.restart(leader);
+    let acked = writer.join().expect("writer panicked");
+
+    let mut fresh = start(&args);
+    let (events, head) = read_whole_log(&mut fresh);
+    check_log(&events, head);
+    let mut parts: BTreeMap<u64, Vec<(u64, u64)>> = BTreeMap::new();
+    for e in &events {
+        let b = e["event_data"]["batch"].as_u64().expect("batch");
+        let i = e["event_data"]["i"].as_u64().expect("i");
+        let seq = e["sequence_number"].as_u64().expect("seq");
+        parts.entry(b).or_default().push((i, seq));
+    }
+    for (b, got) in &parts {
+        let first = got[0].1;
+        let whole: Vec<(u64, u64)> = (0..size).map(|i| (i, first + i)).collect();
+        assert_eq!(
+            got, &whole,
+            "batch {b} is partly visible or not consecutive"
+        );
+    }
+    for (b, seqs) in &acked {
+        let stored: Vec<u64> = parts
+            .get(b)
+            .map(|p| p.iter().map(|x| x.1).collect())
+            .unwrap_or_default();
+        assert_eq!(
+            &stored, seqs,
+            "acknowledged batch {b} not where acknowledged"
+        );
+    }
+    assert_eq!(
+        parts.len(),
+        acked.len(),
+        "a batch stored that was never acknowledged"
+    );
+    let (status, _, stderr) = fresh.finish();
+    assert!(status.success(), "{stderr}");
+}

@@ -200,3 +200,166 @@ fn the_jetstream_node_answers_like_the_embedded_node() {
     assert_eq!(json!(events), last["events"]);
     drop(other.finish());
 }
+
+/// A pipelined workload: many aggregates (so many appends are in flight at
+/// once), interleaved reads, and exact-version conflicts inside the
+/// window: A then B on one aggregate where A fails (B decided after A's
+/// outcome), A then B where B is stale, batches, snapshots.
+fn pipelined_session(seed: u64, requests: usize) -> Vec<String> {
+    let mut rng = Rng::new(seed);
+    let mut lines = Vec::new();
+    let mut versions: std::collections::HashMap<String, u64> = Default::default();
+    for i in 0..requests {
+        let msg_id = i as u64 + 1;
+        let aggregate = format!("acct-{}", rng.below(300));
+        let version = versions.get(&aggregate).copied().unwrap_or(0);
+        let body = match rng.below(100) {
+            0..=69 => {
+                versions.insert(aggregate.clone(), version + 1);
+                json!({"type": "append", "aggregate_id": aggregate, "event_type": "Set",
+                    "event_data": {"v": rng.below(1000)}, "version": version})
+            }
+            70..=79 => {
+                // A stale append, then the right one right behind it.
+                lines.push(req(json!({"type": "append", "aggregate_id": aggregate,
+                    "event_type": "Stale", "event_data": {}, "version": version + 1,
+                    "msg_id": msg_id + 100_000})));
+                versions.insert(aggregate.clone(), version + 1);
+                json!({"type": "append", "aggregate_id": aggregate, "event_type": "After",
+                    "event_data": {}, "version": version})
+            }
+            80..=84 => {
+                versions.insert(aggregate.clone(), version + 2);
+                json!({"type": "append", "aggregate_id": aggregate, "version": version,
+                    "events": [{"event_type": "B1", "event_data": {}}, {"event_type": "B2", "event_data": {"x": 1}}]})
+            }
+            85..=88 => json!({"type": "create_snapshot", "aggregate_id": aggregate}),
+            89..=92 => {
+                json!({"type": "read_stream", "aggregate_id": aggregate, "from_version": 1})
+            }
+            93..=94 => json!({"type": "replay", "aggregate_id": aggregate, "use_snapshot": true}),
+            95 => json!({"type": "read_all", "from_sequence": rng.below(50), "max_count": 5}),
+            _ => {
+                // An append expecting the version after the one just before.
+                json!({"type": "append", "aggregate_id": aggregate, "event_type": "Late",
+                    "event_data": {}, "version": version + 3})
+            }
+        };
+        let mut body = body;
+        body["msg_id"] = json!(msg_id);
+        lines.push(req(body));
+    }
+    lines
+}
+
+#[test]
+fn pipelined_appends_answer_like_one_at_a_time() {
+    let _turn = nats::one_cluster_at_a_time();
+    let cluster = nats::Cluster::start();
+    let seed = test_seed("pipelined_appends_answer_like_one_at_a_time");
+    let lines = pipelined_session(seed, 3_000);
+    let text = input(&lines);
+    let embedded = run_bytes(&[], text.as_bytes());
+    assert!(embedded.status.success());
+    let expected = masked(&embedded);
+    assert!(
+        expected
+            .iter()
+            .any(|l| l["body"]["type"] == "concurrency_error"),
+        "the session has conflicts"
+    );
+    for (workers, stream) in [("1", "pipelined_w1"), ("4", "pipelined_w4")] {
+        let mut args = nats_args(&cluster, stream);
+        args.extend(["--workers".to_owned(), workers.to_owned()]);
+        let replicated = run_bytes(&as_strs(&args), text.as_bytes());
+        assert!(
+            replicated.status.success(),
+            "stderr:\n{}",
+            replicated.stderr
+        );
+        let got = masked(&replicated);
+        assert_eq!(
+            expected.len(),
+            got.len(),
+            "--workers {workers}: reply counts differ"
+        );
+        for (i, (x, y)) in expected.iter().zip(&got).enumerate() {
+            assert_eq!(x, y, "--workers {workers}: reply {i} differs");
+        }
+    }
+}
+
+/// Sends `body` (with `msg_id`) and reads lines until its reply, putting
+/// the `event` messages read meanwhile into `events`; returns the reply.
+fn call_collecting(
+    s: &mut Session,
+    msg_id: u64,
+    mut body: Value,
+    events: &mut Vec<Value>,
+) -> Value {
+    body["msg_id"] = json!(msg_id);
+    s.send(&req(body));
+    loop {
+        let line = s.recv();
+        let body = line["body"].clone();
+        if body["type"] == "event" {
+            events.push(body);
+        } else if body["in_reply_to"] == msg_id {
+            return body;
+        }
+    }
+}
+
+#[test]
+fn a_subscriber_sees_the_events_of_every_front_end_in_order() {
+    let _turn = nats::one_cluster_at_a_time();
+    let cluster = nats::Cluster::start();
+    let args = nats_args(&cluster, "fanout");
+    let mut one = Session::start(&as_strs(&args));
+    let mut two = Session::start(&as_strs(&args));
+    // The `event` messages front end one sends.
+    let mut seen: Vec<Value> = Vec::new();
+    let mut msg_id = 0;
+    let mut next = || {
+        msg_id += 1;
+        msg_id
+    };
+    let subscribed = call_collecting(&mut one, next(), json!({"type": "subscribe"}), &mut seen);
+    assert_eq!(subscribed["type"], "subscribed", "{subscribed}");
+    let total = 40u64;
+    for i in 0..total {
+        let body = json!({"type": "append", "aggregate_id": format!("acct-{}", i % 5),
+            "event_type": "Moved", "event_data": {"i": i}, "version": "any"});
+        let reply = if i % 4 == 0 {
+            call_collecting(&mut one, next(), body, &mut seen)
+        } else {
+            call_collecting(&mut two, next(), body, &mut Vec::new())
+        };
+        assert_eq!(reply["type"], "appended", "append {i}: {reply}");
+    }
+    // Front end one hands out the other's events after its own replies:
+    // ask until every event came (a condition, not a sleep).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let ping = json!({"type": "read_all", "max_count": 0});
+    while (seen.len() as u64) < total && std::time::Instant::now() < deadline {
+        let reply = call_collecting(&mut one, next(), ping.clone(), &mut seen);
+        assert_eq!(reply["type"], "all_read", "{reply}");
+    }
+    // One more request: nothing more may come.
+    call_collecting(&mut one, next(), ping, &mut seen);
+    let seqs: Vec<u64> = seen
+        .iter()
+        .map(|e| {
+            e["event"]["sequence_number"]
+                .as_u64()
+                .expect("sequence_number")
+        })
+        .collect();
+    assert_eq!(
+        seqs,
+        (1..=total).collect::<Vec<_>>(),
+        "every event once, in order"
+    );
+    drop(one.finish());
+    drop(two.finish());
+}

@@ -26,6 +26,12 @@
 //!   reply waits for the stream's acknowledgement (a quorum of replicas)
 //!   and for the view to hold the write, so a front end reads its own
 //!   writes.
+//! - **The node pipelines writes** (`pipeline.rs`): its serial apply step
+//!   submits each write and moves on (up to [`WINDOW`] in flight), appends
+//!   to different aggregates are published without waiting for each
+//!   other's acknowledgements, and replies wait for their own write in the
+//!   node's ordered output. The library's blocking calls below are the
+//!   one-at-a-time path (`write.rs`) that the pipeline falls back to.
 //! - **The runtime**: the NATS client is async; a tokio runtime owned by
 //!   [`JetStream`] runs it and the followers, and the API is blocking, like
 //!   [`EventStore`]'s. Nothing outside this module sees tokio.
@@ -50,14 +56,16 @@
 pub mod error;
 mod follower;
 pub mod headers;
+mod pipeline;
 pub mod setup;
 pub mod subject;
 mod write;
 
 pub use error::JetStreamError;
+pub use pipeline::WINDOW;
 
 use crate::event::NewEvent;
-use crate::protocol::{Backend, BackendError};
+use crate::protocol::{Backend, BackendError, Ticket};
 use crate::store::{Appended, EventStore, Prepared};
 use crate::types::{ExpectedVersion, JsonText, SequenceNumber, Version};
 use async_nats::jetstream;
@@ -154,6 +162,8 @@ pub(crate) struct Shared {
     snapshots_applied: watch::Sender<u64>,
     /// A follower's fatal problem: the view stopped there.
     failed: Mutex<Option<String>>,
+    /// The writes in flight (`pipeline.rs`).
+    pipeline: pipeline::Pipeline,
     /// The last diagnostic written, so a flapping follower does not flood
     /// stderr.
     last_note: Mutex<Option<(String, std::time::Instant)>>,
@@ -345,6 +355,7 @@ async fn start(config: JetStreamConfig) -> Result<Arc<Shared>, JetStreamError> {
         head: watch::Sender::new(0),
         snapshots_applied: watch::Sender::new(0),
         failed: Mutex::new(None),
+        pipeline: pipeline::Pipeline::new(),
         last_note: Mutex::new(None),
     });
     tokio::spawn(follower::follow_events(Arc::clone(&shared)));
@@ -354,6 +365,7 @@ async fn start(config: JetStreamConfig) -> Result<Arc<Shared>, JetStreamError> {
 
 impl Drop for JetStream {
     fn drop(&mut self) {
+        self.shared.pipeline.report();
         // The followers run until the process ends; do not wait for them.
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
@@ -362,21 +374,33 @@ impl Drop for JetStream {
 }
 
 impl Backend for JetStream {
-    fn append(
-        &self,
-        aggregate_id: &str,
-        expected: ExpectedVersion,
-        prepared: Prepared,
-    ) -> Result<Appended, BackendError> {
-        self.append_prepared(aggregate_id, expected, prepared)
+    fn append(&self, aggregate_id: &str, expected: ExpectedVersion, prepared: Prepared) -> Ticket {
+        let shared = Arc::clone(&self.shared);
+        self.runtime().block_on(pipeline::submit_append(
+            shared,
+            aggregate_id,
+            expected,
+            prepared,
+        ))
     }
 
     fn create_snapshot(
         &self,
         aggregate_id: &str,
         expected: Option<Version>,
-        state: Option<JsonText<'_>>,
-    ) -> Result<Version, BackendError> {
-        JetStream::create_snapshot(self, aggregate_id, expected, state)
+        state: Option<String>,
+    ) -> Ticket {
+        let shared = Arc::clone(&self.shared);
+        self.runtime().block_on(pipeline::submit_snapshot(
+            shared,
+            aggregate_id,
+            expected,
+            state,
+        ))
+    }
+
+    fn settle(&self, aggregate_id: Option<&str>) {
+        self.runtime()
+            .block_on(pipeline::settle(&self.shared, aggregate_id));
     }
 }

@@ -78,7 +78,7 @@ pub(crate) fn fresh_id() -> EventId {
 }
 
 /// Why one publish did not store.
-enum Failure {
+pub(crate) enum Failure {
     /// 10071: the subject moved.
     WrongLast,
     /// No answer or a transient server error: publish again.
@@ -107,7 +107,7 @@ impl Shared {
     }
 
     /// The follower's fatal problem as an error 11, if it stopped.
-    fn stopped(&self) -> Option<BackendError> {
+    pub(crate) fn stopped(&self) -> Option<BackendError> {
         self.failure()
             .map(|why| BackendError::Unavailable(format!("the local view stopped: {why}")))
     }
@@ -151,13 +151,27 @@ impl Shared {
         expected: ExpectedVersion,
         prepared: Prepared,
     ) -> Result<Appended, BackendError> {
-        let deadline = Instant::now() + self.config.unavailable_after;
-        let subject = subject::encode(&self.config.stream, aggregate_id);
         let ids: Vec<EventId> = prepared
             .as_slice()
             .iter()
             .map(|p| p.id.unwrap_or_else(fresh_id))
             .collect();
+        self.append_with_ids(aggregate_id, expected, prepared, ids)
+            .await
+    }
+
+    /// [`Shared::append`] with the events' ids chosen (the caller's where
+    /// given, fresh ones otherwise): a publish sent before with these ids
+    /// is recognised by the stream's deduplication.
+    pub(crate) async fn append_with_ids(
+        &self,
+        aggregate_id: &str,
+        expected: ExpectedVersion,
+        prepared: Prepared,
+        ids: Vec<EventId>,
+    ) -> Result<Appended, BackendError> {
+        let deadline = Instant::now() + self.config.unavailable_after;
+        let subject = subject::encode(&self.config.stream, aggregate_id);
         let count = ids.len() as u64;
         let mut wait_for = 0;
         loop {
@@ -202,7 +216,27 @@ impl Shared {
                         duplicate: false,
                     });
                 }
-                Ok(ack) => wait_for = ack.sequence,
+                Ok(ack) => {
+                    // Stored before (a publish whose ack was lost, with
+                    // these ids): ours if the stored event is this
+                    // append's last, in this aggregate.
+                    let wait = deadline.max(Instant::now() + self.config.unavailable_after);
+                    self.wait_head(ack.sequence, wait).await?;
+                    let ours = self.view.event(SequenceNumber(ack.sequence)).filter(|e| {
+                        Some(e.id()) == ids.last().copied() && e.aggregate_id() == aggregate_id
+                    });
+                    if let Some(event) = ours {
+                        return Ok(Appended {
+                            positions: Positions::Consecutive {
+                                first: SequenceNumber(ack.sequence + 1 - count),
+                                count,
+                            },
+                            version: event.version(),
+                            duplicate: false,
+                        });
+                    }
+                    wait_for = ack.sequence;
+                }
                 Err(Failure::WrongLast) => {
                     let (_, view_last) = self.view.last_position(aggregate_id);
                     wait_for = self
@@ -235,6 +269,21 @@ impl Shared {
         version: Version,
         last_seq: SequenceNumber,
     ) -> Result<PublishAck, Failure> {
+        let future = self.send(subject, prepared, ids, version, last_seq).await?;
+        future.await.map_err(|e| classify(e.kind(), e.to_string()))
+    }
+
+    /// Sends the events of one append (one message, or an atomic batch)
+    /// without waiting for the stream's acknowledgement: the future
+    /// resolves to it. Sends from one task reach the stream in order.
+    pub(crate) async fn send(
+        &self,
+        subject: &str,
+        prepared: &Prepared,
+        ids: &[EventId],
+        version: Version,
+        last_seq: SequenceNumber,
+    ) -> Result<PublishAckFuture, Failure> {
         let events = prepared.as_slice();
         let count = events.len();
         let batch_id = (count > 1).then(|| fresh_id().to_string());
@@ -246,13 +295,13 @@ impl Shared {
             }
             let data = Bytes::copy_from_slice(headers::parts(payload).1.as_bytes());
             let Some(batch_id) = &batch_id else {
-                return self.publish_one(subject, h, data).await;
+                return self.send_one(subject, h, data).await;
             };
             h.insert("Nats-Batch-Id", batch_id.as_str());
             h.insert("Nats-Batch-Sequence", (i + 1).to_string());
             if i + 1 == count {
                 h.insert("Nats-Batch-Commit", "1");
-                return self.publish_one(subject, h, data).await;
+                return self.send_one(subject, h, data).await;
             }
             self.client
                 .publish_with_headers(subject.to_owned(), h, data)
@@ -260,6 +309,19 @@ impl Shared {
                 .map_err(|e| Failure::Transient(e.to_string()))?;
         }
         Err(Failure::Refused("an append without events".to_owned()))
+    }
+
+    /// Sends one message with a reply subject; the future is its ack.
+    async fn send_one(
+        &self,
+        subject: &str,
+        h: HeaderMap,
+        data: Bytes,
+    ) -> Result<PublishAckFuture, Failure> {
+        self.js
+            .publish_with_headers(subject.to_owned(), h, data)
+            .await
+            .map_err(|e| classify(e.kind(), e.to_string()))
     }
 
     /// Publishes one message with a reply subject and waits for its ack.
@@ -289,10 +351,6 @@ impl Shared {
     ) -> Result<Version, BackendError> {
         let deadline = Instant::now() + self.config.unavailable_after;
         let subject = subject::encode(&self.config.stream, aggregate_id);
-        let snapshot_subject = subject::encode(
-            &super::setup::snapshot_stream(&self.config.stream),
-            aggregate_id,
-        );
         loop {
             if let Some(stopped) = self.stopped() {
                 return Err(stopped);
@@ -323,13 +381,32 @@ impl Shared {
                     replay.state
                 }
             };
+            return self
+                .publish_snapshot(aggregate_id, version, last_seq, state, deadline)
+                .await;
+        }
+    }
+
+    /// Publishes the snapshot `state` of `aggregate_id` at `version` (its
+    /// last event at `last_seq`) and waits until the view holds it.
+    pub(crate) async fn publish_snapshot(
+        &self,
+        aggregate_id: &str,
+        version: Version,
+        last_seq: SequenceNumber,
+        state: String,
+        deadline: Instant,
+    ) -> Result<Version, BackendError> {
+        let snapshot_subject = subject::encode(
+            &super::setup::snapshot_stream(&self.config.stream),
+            aggregate_id,
+        );
+        let state = Bytes::from(state.into_bytes());
+        loop {
             let mut h = HeaderMap::new();
             h.insert(SNAPSHOT_VERSION, version.0.to_string());
             h.insert(SNAPSHOT_SEQ, last_seq.0.to_string());
-            match self
-                .publish_one(&snapshot_subject, h, Bytes::from(state.into_bytes()))
-                .await
-            {
+            match self.publish_one(&snapshot_subject, h, state.clone()).await {
                 Ok(ack) => {
                     let mut rx = self.snapshots_applied.subscribe();
                     let wait = deadline.max(Instant::now() + self.config.unavailable_after);
@@ -372,7 +449,7 @@ impl Shared {
     }
 }
 
-fn classify(kind: PublishErrorKind, text: String) -> Failure {
+pub(crate) fn classify(kind: PublishErrorKind, text: String) -> Failure {
     match kind {
         PublishErrorKind::WrongLastSequence => Failure::WrongLast,
         PublishErrorKind::MaxPayloadExceeded => Failure::Refused(text),

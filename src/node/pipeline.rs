@@ -118,9 +118,14 @@ fn decode_batch(batch: &[u8], max_line_bytes: usize) -> Vec<Message<'_>> {
 fn encode_batch<W: Write>(
     store: &EventStore,
     messages: &[Message<'_>],
-    outcomes: Vec<(ReplySource, Outcome)>,
+    mut outcomes: Vec<(ReplySource, Outcome)>,
     sink: &mut BatchSink<'_, W>,
 ) {
+    // A replicated node: wait for the batch's last write first (see
+    // `Ticket::settle`).
+    if let Some(ticket) = outcomes.iter_mut().rev().find_map(|(_, o)| o.ticket()) {
+        ticket.settle();
+    }
     let heads = sink.wants_heads();
     let mut diagnostics = String::new();
     for (message, (source, outcome)) in messages.iter().zip(outcomes) {

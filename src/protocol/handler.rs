@@ -27,11 +27,13 @@
 //! after a gap in the log file, and reads are refused too, as the
 //! in-memory view may hold writes that never became durable.
 
-use super::backend::{Backend, BackendError};
+use super::backend::{Backend, BackendError, Ticket, Written};
 use super::envelope::decode;
 use super::request::{Code, Envelope, Message, Rejection, Request};
 use super::sink::{ReplySink, write_events};
-use super::subscriptions::{self, Delivery, Full, MAX_SUBSCRIPTIONS, Subscriber, Subscriptions};
+use super::subscriptions::{
+    self, Delivery, Feed, FeedMark, Full, MAX_SUBSCRIPTIONS, Subscriber, Subscriptions,
+};
 use crate::aggregate::{Aggregate, SnapshotRecord};
 use crate::error::{AppendError, ConcurrencyError};
 use crate::filter::{Filter, PageBounds};
@@ -52,6 +54,9 @@ pub struct Core {
     subscriptions: Subscriptions,
     /// Where writes go when the log is replicated (`None`: the store).
     backend: Option<Arc<dyn Backend>>,
+    /// With a backend and live subscriptions: the mark of the last reply's
+    /// [`Feed`], which the next reply's feed continues.
+    feed_tail: Option<Arc<FeedMark>>,
 }
 
 /// Whom a reply comes from.
@@ -133,6 +138,17 @@ pub enum Outcome {
     },
     /// `init_ok`.
     InitOk,
+    /// A backend write under way: resolved into one of the outcomes above
+    /// when the reply is encoded (see [`super::backend`]).
+    Pending {
+        /// The write.
+        ticket: Ticket,
+        /// The request used the batch form (appends).
+        batch: bool,
+    },
+    /// An outcome followed by the `event` messages of a replicated log's
+    /// [`Feed`] (a node with a backend and live subscriptions).
+    Fed(Box<Outcome>, Feed),
 }
 
 /// Step 1½ (pure lookups, parallel, optional): finds the aggregate an
@@ -164,6 +180,7 @@ impl Core {
             node_id: None,
             subscriptions: Subscriptions::default(),
             backend: None,
+            feed_tail: None,
         }
     }
 
@@ -207,14 +224,50 @@ impl Core {
                 from_sequence,
                 filter,
             }) => {
+                if let Some(backend) = &self.backend {
+                    backend.settle(None);
+                }
                 let node = source_text(&self.source(envelope.dest.is_some()), envelope.dest);
                 let client = Arc::from(envelope.src.get());
                 self.subscribe(node, client, *from_sequence, Arc::clone(filter))
             }
-            Ok(request) => self.apply_request(request),
+            Ok(request) => {
+                if let Some(backend) = &self.backend {
+                    settle_for(backend.as_ref(), request);
+                }
+                self.apply_request(request)
+            }
         };
+        let outcome = self.feed(outcome);
         // After applying: the reply to `init` comes from the id it gave.
         (self.source(envelope.dest.is_some()), outcome)
+    }
+
+    /// With a backend, while subscriptions are live: the reply's share of
+    /// the log for them (see [`Feed`]).
+    fn feed(&mut self, outcome: Outcome) -> Outcome {
+        let subscribers = match &self.backend {
+            Some(_) => self.subscriptions.live(),
+            None => Vec::new(),
+        };
+        if subscribers.is_empty() {
+            self.feed_tail = None;
+            return outcome;
+        }
+        let head = self.store.head();
+        let prev = self
+            .feed_tail
+            .take()
+            .unwrap_or_else(|| FeedMark::at(head.0));
+        let own = Arc::new(FeedMark::default());
+        self.feed_tail = Some(Arc::clone(&own));
+        let feed = Feed {
+            prev,
+            own,
+            head,
+            subscribers,
+        };
+        Outcome::Fed(Box::new(outcome), feed)
     }
 
     /// Whom a reply comes from.
@@ -238,7 +291,7 @@ impl Core {
         let head = self.store.head();
         // 0 and 1 both mean the first event; none given: only new events.
         let from = from_sequence.map_or(SequenceNumber(head.0 + 1), |s| SequenceNumber(s.0.max(1)));
-        match self.subscriptions.add(node, client, filter, from) {
+        match self.subscriptions.add(node, client, filter, from, head) {
             Ok(subscriber) => Outcome::Subscribed { subscriber, head },
             Err(Full) => Outcome::Error(Rejection {
                 code: Code::TemporarilyUnavailable,
@@ -258,23 +311,23 @@ impl Core {
                 prepared,
                 aggregate,
                 batch,
-            } => match prepared.take().map(|p| match &self.backend {
-                None => store
-                    .append_prepared_to(aggregate.take(), aggregate_id, *expected, p)
-                    .map_err(BackendError::Append),
-                Some(backend) => backend.append(aggregate_id, *expected, p),
-            }) {
-                Some(Ok(appended)) => Outcome::Appended {
-                    deliveries: self.subscriptions.deliveries(store, &appended),
-                    appended,
-                    batch: *batch,
-                },
+            } => match (prepared.take(), &self.backend) {
                 // Applying one message twice is a bug in the caller.
-                None => Outcome::Error(Rejection {
+                (None, _) => Outcome::Error(Rejection {
                     code: Code::Crash,
                     text: "request applied twice".into(),
                 }),
-                Some(Err(e)) => refused(e),
+                (Some(p), None) => {
+                    let result = store
+                        .append_prepared_to(aggregate.take(), aggregate_id, *expected, p)
+                        .map_err(BackendError::Append);
+                    let deliveries = |a: &Appended| self.subscriptions.deliveries(store, a);
+                    append_outcome(result, *batch, deliveries)
+                }
+                (Some(p), Some(backend)) => Outcome::Pending {
+                    ticket: backend.append(aggregate_id, *expected, p),
+                    batch: *batch,
+                },
             },
             Request::CreateSnapshot {
                 aggregate_id,
@@ -285,9 +338,13 @@ impl Core {
                     Ok(v) => Outcome::SnapshotCreated(v),
                     Err(e) => refused(BackendError::Append(e)),
                 },
-                Some(backend) => match backend.create_snapshot(aggregate_id, *expected, *state) {
-                    Ok(v) => Outcome::SnapshotCreated(v),
-                    Err(e) => refused(e),
+                Some(backend) => Outcome::Pending {
+                    ticket: backend.create_snapshot(
+                        aggregate_id,
+                        *expected,
+                        state.map(|s| s.get().to_owned()),
+                    ),
+                    batch: false,
                 },
             },
             Request::ReadSnapshot { aggregate_id } => match store.snapshot_record(aggregate_id) {
@@ -384,6 +441,14 @@ pub fn encode(
         Message::Unanswerable(why) => return Some(why.clone()),
         Message::Envelope(e) => e,
     };
+    let (outcome, feed) = match outcome {
+        Outcome::Fed(outcome, feed) => (resolve_pending(*outcome), Some(feed)),
+        outcome => (resolve_pending(outcome), None),
+    };
+    let appended_last = match &outcome {
+        Outcome::Appended { appended, .. } => appended.positions.iter().last(),
+        _ => None,
+    };
     if is_long(&outcome) {
         sink.before_long_reply();
     }
@@ -403,7 +468,65 @@ pub fn encode(
             subscriptions::write_catch_up(store, &subscriber, head, sink);
         }
     }
+    if let Some(feed) = feed {
+        feed.deliver(store, appended_last, sink);
+    }
     None
+}
+
+impl Outcome {
+    /// The backend write this outcome waits for, if any.
+    pub fn ticket(&mut self) -> Option<&mut Ticket> {
+        match self {
+            Outcome::Pending { ticket, .. } => Some(ticket),
+            Outcome::Fed(outcome, _) => outcome.ticket(),
+            _ => None,
+        }
+    }
+}
+
+/// Waits for a backend write and turns it into its outcome.
+/// (Its `event` messages, if any, come from the reply's [`Feed`].)
+fn resolve_pending(outcome: Outcome) -> Outcome {
+    let Outcome::Pending { ticket, batch } = outcome else {
+        return outcome;
+    };
+    match ticket.wait() {
+        Ok(Written::Appended(appended)) => append_outcome(Ok(appended), batch, |_| Vec::new()),
+        Ok(Written::Snapshot(version)) => Outcome::SnapshotCreated(version),
+        Err(e) => refused(e),
+    }
+}
+
+/// Makes the backend settle the writes a read could observe.
+fn settle_for(backend: &dyn Backend, request: &Request<'_>) {
+    match request {
+        Request::ReadSnapshot { aggregate_id }
+        | Request::Replay { aggregate_id, .. }
+        | Request::GetState { aggregate_id, .. }
+        | Request::ReadStream { aggregate_id, .. } => backend.settle(Some(aggregate_id)),
+        Request::ReadAll { .. } | Request::Subscribe { .. } => backend.settle(None),
+        Request::Append { .. }
+        | Request::CreateSnapshot { .. }
+        | Request::Unsubscribe { .. }
+        | Request::Init { .. } => {}
+    }
+}
+
+/// The outcome of an append (or, for its errors, of a snapshot).
+fn append_outcome(
+    result: Result<Appended, BackendError>,
+    batch: bool,
+    deliveries: impl FnOnce(&Appended) -> Vec<Delivery>,
+) -> Outcome {
+    match result {
+        Ok(appended) => Outcome::Appended {
+            deliveries: deliveries(&appended),
+            appended,
+            batch,
+        },
+        Err(e) => refused(e),
+    }
 }
 
 /// What follows a reply line: `event` messages.
@@ -488,6 +611,7 @@ fn reply_type(outcome: &Outcome) -> &'static str {
         Outcome::Subscribed { .. } => "subscribed",
         Outcome::Unsubscribed(_) => "unsubscribed",
         Outcome::InitOk => "init_ok",
+        Outcome::Pending { .. } | Outcome::Fed(..) => unreachable!("resolved before encoding"),
     }
 }
 
@@ -601,7 +725,9 @@ fn encode_small_fields(
         Outcome::Appended { .. }
         | Outcome::Subscribed { .. }
         | Outcome::Unsubscribed(_)
-        | Outcome::AllReadFiltered { .. } => {
+        | Outcome::AllReadFiltered { .. }
+        | Outcome::Pending { .. }
+        | Outcome::Fed(..) => {
             unreachable!("written by encode_fields")
         }
         Outcome::SnapshotCreated(version) => {

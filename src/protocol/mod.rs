@@ -12,9 +12,8 @@ mod sink;
 mod subscriptions;
 mod surrogates;
 
-pub use backend::Backend;
-#[cfg(feature = "jetstream")]
-pub use backend::BackendError;
+#[cfg_attr(not(feature = "jetstream"), allow(unused_imports))]
+pub use backend::{Backend, BackendError, Ticket, TicketSender, WriteResult, Written};
 pub use envelope::decode;
 pub use handler::{Core, Outcome, ReplySource, encode, encode_error_head, finish_error, resolve};
 pub use request::Code;

@@ -17,6 +17,7 @@ use crate::filter::{Filter, PageBounds};
 use crate::json;
 use crate::store::{Appended, EventStore};
 use crate::types::SequenceNumber;
+use parking_lot::{Condvar, Mutex};
 use std::sync::Arc;
 
 /// A node holds at most this many subscriptions; one more is error 11.
@@ -36,6 +37,9 @@ pub struct Subscriber {
     pub filter: Arc<Filter>,
     /// The first sequence number it wants.
     pub from: SequenceNumber,
+    /// The head when it was made: its catch-up covers the events up to
+    /// there, `event` messages only later ones.
+    pub after: SequenceNumber,
 }
 
 /// An `event` message to write: event `seq` for `subscriber`.
@@ -67,6 +71,7 @@ impl Subscriptions {
         client: Arc<str>,
         filter: Arc<Filter>,
         from: SequenceNumber,
+        after: SequenceNumber,
     ) -> Result<Arc<Subscriber>, Full> {
         if self.live.len() >= MAX_SUBSCRIPTIONS {
             return Err(Full);
@@ -78,6 +83,7 @@ impl Subscriptions {
             client,
             filter,
             from,
+            after,
         });
         // Ids only rise, so pushing keeps the list in id order.
         assert!(self.live.last().is_none_or(|s| s.id < subscriber.id));
@@ -100,7 +106,24 @@ impl Subscriptions {
     /// order, one per matching subscription in subscription order. A retry
     /// appended nothing and sends nothing.
     pub fn deliveries(&self, store: &EventStore, appended: &Appended) -> Vec<Delivery> {
-        if self.live.is_empty() || appended.duplicate {
+        deliveries_to(&self.live, store, appended)
+    }
+
+    /// The live subscriptions now, in id order (for deliveries decided
+    /// later, see [`deliveries_to`]).
+    pub fn live(&self) -> Vec<Arc<Subscriber>> {
+        self.live.clone()
+    }
+}
+
+/// [`Subscriptions::deliveries`] to the subscriptions `live`.
+pub fn deliveries_to(
+    live: &[Arc<Subscriber>],
+    store: &EventStore,
+    appended: &Appended,
+) -> Vec<Delivery> {
+    {
+        if live.is_empty() || appended.duplicate {
             return Vec::new();
         }
         let mut out = Vec::new();
@@ -108,7 +131,7 @@ impl Subscriptions {
             let Some(event) = store.event(seq) else {
                 panic!("appended event {seq} is not in the log");
             };
-            for subscriber in &self.live {
+            for subscriber in live {
                 if seq >= subscriber.from && subscriber.filter.matches_event(&event) {
                     out.push(Delivery {
                         seq,
@@ -118,6 +141,106 @@ impl Subscriptions {
             }
         }
         out
+    }
+}
+
+/// One link of the chain that hands out the events of a replicated log to
+/// a node's subscribers (see [`Feed`]): the sequence number up to which the
+/// replies before it delivered, set once.
+#[derive(Debug, Default)]
+pub struct FeedMark {
+    upto: Mutex<Option<u64>>,
+    set: Condvar,
+}
+
+impl FeedMark {
+    /// A mark set to `upto` already.
+    pub fn at(upto: u64) -> Arc<FeedMark> {
+        Arc::new(FeedMark {
+            upto: Mutex::new(Some(upto)),
+            set: Condvar::new(),
+        })
+    }
+
+    fn wait(&self) -> u64 {
+        let mut upto = self.upto.lock();
+        loop {
+            if let Some(n) = *upto {
+                return n;
+            }
+            self.set.wait(&mut upto);
+        }
+    }
+
+    fn set(&self, n: u64) {
+        let mut upto = self.upto.lock();
+        if upto.is_none() {
+            *upto = Some(n);
+            self.set.notify_all();
+        }
+    }
+}
+
+/// The `event` messages that follow one reply on a node whose store is the
+/// view of a replicated log, where events also come from other front ends.
+/// Replies hand out the log in input order: each delivers the events after
+/// what the reply before it delivered (`prev`), up to the later of the head
+/// when its request was applied and its own append's last event, and marks
+/// that (`own`) for the next. So every subscriber gets every event once, in
+/// log order; an event appended through this node follows its append's
+/// reply, and one from elsewhere follows the reply to the first request
+/// applied after the view held it.
+#[derive(Debug)]
+pub struct Feed {
+    /// What the replies before this one delivered.
+    pub prev: Arc<FeedMark>,
+    /// What this one delivers, for the next.
+    pub own: Arc<FeedMark>,
+    /// The view's head when the request was applied.
+    pub head: SequenceNumber,
+    /// The subscriptions live then.
+    pub subscribers: Vec<Arc<Subscriber>>,
+}
+
+impl Feed {
+    /// Writes the `event` messages of this reply (the events after
+    /// `prev`'s mark up to the later of `head` and `appended_last`),
+    /// offering the sink a boundary after each, and sets `own`'s mark.
+    /// Waits for the reply before it to have done the same.
+    pub fn deliver(
+        &self,
+        store: &EventStore,
+        appended_last: Option<SequenceNumber>,
+        sink: &mut impl ReplySink,
+    ) {
+        let from = self.prev.wait();
+        let upto = from
+            .max(self.head.0)
+            .max(appended_last.map_or(0, |s| s.0))
+            .min(store.head().0);
+        for seq in (from + 1..=upto).map(SequenceNumber) {
+            let Some(event) = store.event(seq) else {
+                continue;
+            };
+            for subscriber in &self.subscribers {
+                if seq > subscriber.after
+                    && seq >= subscriber.from
+                    && subscriber.filter.matches_event(&event)
+                {
+                    write_event_message(store, subscriber, seq, sink.buffer());
+                    sink.boundary();
+                }
+            }
+        }
+        self.own.set(upto);
+    }
+}
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        // Not delivered (a panic while encoding): do not stall the replies
+        // after it; they deliver from the head of its request.
+        self.own.set(self.head.0);
     }
 }
 
@@ -174,6 +297,7 @@ mod tests {
             Arc::from("\"c\""),
             Arc::default(),
             SequenceNumber(1),
+            SequenceNumber::ZERO,
         )
     }
 

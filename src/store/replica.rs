@@ -110,6 +110,14 @@ impl EventStore {
         Ok(Precheck::Fresh { version, last_seq })
     }
 
+    /// The sequence number of an aggregate's event at `version` (0 for
+    /// version 0 or an event the store does not hold).
+    pub fn position_at(&self, aggregate_id: &str, version: Version) -> SequenceNumber {
+        self.find(aggregate_id)
+            .and_then(|a| self.seq_at(&a, version))
+            .unwrap_or(SequenceNumber::ZERO)
+    }
+
     /// An aggregate's version and the sequence number of its last event
     /// (0 and 0 for an aggregate with no events).
     pub fn last_position(&self, aggregate_id: &str) -> (Version, SequenceNumber) {

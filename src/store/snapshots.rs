@@ -334,6 +334,17 @@ impl EventStore {
         self.plan(aggregate_id, use_snapshot, None)
     }
 
+    /// The fold of an aggregate's events up to `version` (fewer if it has
+    /// fewer), with the count folded: a snapshot decided at that version
+    /// while later events may already be in the store (the JetStream
+    /// backend's pipelined writes).
+    #[cfg_attr(not(feature = "jetstream"), allow(dead_code))]
+    pub(crate) fn state_at_version(&self, aggregate_id: &str, version: Version) -> (String, u64) {
+        let mut plan = self.plan(aggregate_id, false, None);
+        plan.end = Version(plan.end.0.min(version.0));
+        plan.state(self)
+    }
+
     /// Captures the fold of the events recorded at or before `at`.
     pub fn state_plan(&self, aggregate_id: &str, at: Timestamp) -> FoldPlan {
         self.plan(aggregate_id, false, Some(at))

@@ -201,6 +201,65 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// The index (0..3) of the server leading `stream`'s replicas, as the
+    /// running servers' monitoring endpoints (`/jsz`) report it; `None`
+    /// while none reports a leader.
+    pub fn stream_leader(&self, stream: &str) -> Option<usize> {
+        for server in self.servers.iter().filter(|s| s.child.is_some()) {
+            let Some(body) = http_get(server.http_port, "/jsz?accounts=true&streams=true") else {
+                continue;
+            };
+            let Ok(json) = serde_json::from_str::<serde_json::Value>(&body) else {
+                continue;
+            };
+            if let Some(leader) = find_leader(&json, stream)
+                && let Some(i) = self.servers.iter().position(|s| s.name == leader)
+            {
+                return Some(i);
+            }
+        }
+        None
+    }
+}
+
+/// The `cluster.leader` of the stream named `stream` anywhere in `v`.
+fn find_leader(v: &serde_json::Value, stream: &str) -> Option<String> {
+    match v {
+        serde_json::Value::Object(m) => {
+            if m.get("name").and_then(|n| n.as_str()) == Some(stream)
+                && let Some(leader) = m
+                    .get("cluster")
+                    .and_then(|c| c.get("leader"))
+                    .and_then(|l| l.as_str())
+                    .filter(|l| !l.is_empty())
+            {
+                return Some(leader.to_owned());
+            }
+            m.values().find_map(|x| find_leader(x, stream))
+        }
+        serde_json::Value::Array(a) => a.iter().find_map(|x| find_leader(x, stream)),
+        _ => None,
+    }
+}
+
+/// One HTTP/1.0 `GET` on a monitoring port: the body of a 200 reply.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut reply = String::new();
+    let _ = stream.read_to_string(&mut reply);
+    if !(reply.starts_with("HTTP/1.1 200") || reply.starts_with("HTTP/1.0 200")) {
+        return None;
+    }
+    reply
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+}
+
 /// One HTTP/1.0 `GET /healthz` on the monitoring port: 200 or not.
 fn healthz(port: u16) -> bool {
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
