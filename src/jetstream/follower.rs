@@ -48,13 +48,26 @@ fn retry(e: impl std::fmt::Display) -> Stop {
 /// Pause before a new consumer after a failure.
 const RETRY_PAUSE: Duration = Duration::from_millis(250);
 
-/// Follows the event stream into the view until the process ends or a
-/// fatal problem.
-pub(crate) async fn follow_events(shared: Arc<Shared>) {
+/// What a follower follows.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Followed {
+    /// The event stream.
+    Events,
+    /// The snapshot stream.
+    Snapshots,
+}
+
+/// Follows a stream into the view until the process ends or a fatal
+/// problem; a transient one restarts it after a pause.
+pub(crate) async fn follow(shared: Arc<Shared>, what: Followed) {
     loop {
-        match events_once(&shared).await {
+        let stop = match what {
+            Followed::Events => events_once(&shared).await,
+            Followed::Snapshots => snapshots_once(&shared).await,
+        };
+        match stop {
             Stop::Retry(why) => {
-                shared.note(&format!("event follower restarts: {why}"));
+                shared.note(&format!("{what:?} follower restarts: {why}"));
                 tokio::time::sleep(RETRY_PAUSE).await;
             }
             Stop::Fatal(why) => {
@@ -155,22 +168,6 @@ async fn events_once(shared: &Shared) -> Stop {
         shared.head.send_modify(|h| *h = (*h).max(head));
     }
     Stop::Retry("the event consumer ended".to_owned())
-}
-
-/// Follows the snapshot stream into the view.
-pub(crate) async fn follow_snapshots(shared: Arc<Shared>) {
-    loop {
-        match snapshots_once(&shared).await {
-            Stop::Retry(why) => {
-                shared.note(&format!("snapshot follower restarts: {why}"));
-                tokio::time::sleep(RETRY_PAUSE).await;
-            }
-            Stop::Fatal(why) => {
-                shared.fail(why);
-                return;
-            }
-        }
-    }
 }
 
 async fn snapshots_once(shared: &Shared) -> Stop {

@@ -358,8 +358,14 @@ async fn start(config: JetStreamConfig) -> Result<Arc<Shared>, JetStreamError> {
         pipeline: pipeline::Pipeline::new(),
         last_note: Mutex::new(None),
     });
-    tokio::spawn(follower::follow_events(Arc::clone(&shared)));
-    tokio::spawn(follower::follow_snapshots(Arc::clone(&shared)));
+    tokio::spawn(follower::follow(
+        Arc::clone(&shared),
+        follower::Followed::Events,
+    ));
+    tokio::spawn(follower::follow(
+        Arc::clone(&shared),
+        follower::Followed::Snapshots,
+    ));
     Ok(shared)
 }
 
