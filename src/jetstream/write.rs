@@ -61,6 +61,12 @@ const EXPECTED_LAST_SUBJECT_SEQUENCE: &str = "Nats-Expected-Last-Subject-Sequenc
 /// Pause before publishing again after no answer.
 const REPUBLISH_PAUSE: Duration = Duration::from_millis(100);
 
+/// Longest wait to hand one message to the client. While disconnected the
+/// client stops draining its command queue, so an unbounded send could
+/// hold the caller (the node's apply step) for as long as the outage;
+/// bounded, it is a transient failure retried until the request's deadline.
+const SEND_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// A fresh random (version 4) UUID: 128 bits from the standard library's
 /// randomly keyed SipHash over a process-wide counter.
 pub(crate) fn fresh_id() -> EventId {
@@ -173,6 +179,14 @@ impl Shared {
         let deadline = Instant::now() + self.config.unavailable_after;
         let subject = subject::encode(&self.config.stream, aggregate_id);
         let count = ids.len() as u64;
+        // The view knows every stored event's id. With the chosen ids in
+        // the payloads, its precheck recognises this very append once an
+        // earlier attempt of it is stored (an acknowledgement lost, or a
+        // batch re-sent and refused as a duplicate), instead of deciding
+        // it again and answering a version mismatch. Ours, not a retry of
+        // the client's, when the first id was drawn here.
+        let first_drawn = prepared.as_slice().first().is_some_and(|p| p.id.is_none());
+        let prepared = with_ids(prepared, &ids);
         let mut wait_for = 0;
         loop {
             if let Some(stopped) = self.stopped() {
@@ -184,7 +198,10 @@ impl Shared {
             }
             let (version, last_seq) =
                 match self.view.precheck_append(aggregate_id, expected, &prepared) {
-                    Ok(Precheck::Stored(appended)) => return Ok(appended),
+                    Ok(Precheck::Stored(mut appended)) => {
+                        appended.duplicate &= !first_drawn;
+                        return Ok(appended);
+                    }
                     Ok(Precheck::Fresh { version, last_seq }) => (version, last_seq),
                     Err(AppendError::Concurrency(e)) => {
                         let (_, view_last) = self.view.last_position(aggregate_id);
@@ -303,10 +320,17 @@ impl Shared {
                 h.insert("Nats-Batch-Commit", "1");
                 return self.send_one(subject, h, data).await;
             }
-            self.client
-                .publish_with_headers(subject.to_owned(), h, data)
-                .await
-                .map_err(|e| Failure::Transient(e.to_string()))?;
+            let send = self
+                .client
+                .publish_with_headers(subject.to_owned(), h, data);
+            match tokio::time::timeout(SEND_TIMEOUT, send).await {
+                Ok(sent) => sent.map_err(|e| Failure::Transient(e.to_string()))?,
+                Err(_) => {
+                    return Err(Failure::Transient(
+                        "sending a batch message timed out".into(),
+                    ));
+                }
+            }
         }
         Err(Failure::Refused("an append without events".to_owned()))
     }
@@ -318,10 +342,11 @@ impl Shared {
         h: HeaderMap,
         data: Bytes,
     ) -> Result<PublishAckFuture, Failure> {
-        self.js
-            .publish_with_headers(subject.to_owned(), h, data)
-            .await
-            .map_err(|e| classify(e.kind(), e.to_string()))
+        let send = self.js.publish_with_headers(subject.to_owned(), h, data);
+        match tokio::time::timeout(SEND_TIMEOUT, send).await {
+            Ok(sent) => sent.map_err(|e| classify(e.kind(), e.to_string())),
+            Err(_) => Err(Failure::Transient("sending a message timed out".into())),
+        }
     }
 
     /// Publishes one message with a reply subject and waits for its ack.
@@ -454,6 +479,23 @@ pub(crate) fn classify(kind: PublishErrorKind, text: String) -> Failure {
         PublishErrorKind::WrongLastSequence => Failure::WrongLast,
         PublishErrorKind::MaxPayloadExceeded => Failure::Refused(text),
         _ => Failure::Transient(text),
+    }
+}
+
+/// `prepared` with each event's id set to the chosen one.
+fn with_ids(prepared: Prepared, ids: &[EventId]) -> Prepared {
+    assert_eq!(prepared.as_slice().len(), ids.len(), "one id per event");
+    match prepared {
+        Prepared::One(mut p) => {
+            p.id = Some(ids[0]);
+            Prepared::One(p)
+        }
+        Prepared::Many(mut events) => {
+            for (p, id) in events.iter_mut().zip(ids) {
+                p.id = Some(*id);
+            }
+            Prepared::Many(events)
+        }
     }
 }
 

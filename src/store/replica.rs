@@ -171,6 +171,15 @@ impl EventStore {
         version: Version,
         state: &serde_json::value::RawValue,
     ) {
+        // Two front ends may snapshot one aggregate at once, and their
+        // snapshots reach the stream in either order: the view keeps the
+        // one of the highest version, as one store taking both would.
+        if self
+            .snapshot_record(aggregate_id)
+            .is_some_and(|(_, kept)| kept.version > version)
+        {
+            return;
+        }
         self.restore_snapshot(aggregate_id, version, Some(state));
     }
 }
@@ -192,6 +201,24 @@ mod tests {
             data: "{\"a\":1}".to_owned(),
             metadata: None,
         }
+    }
+
+    #[test]
+    fn a_view_keeps_the_highest_snapshot_whatever_the_order() {
+        use crate::types::ExpectedVersion;
+        let view = EventStore::new();
+        let data = raw("{\"a\":1}");
+        for _ in 0..2 {
+            view.append("a-1", ExpectedVersion::Any, &[NewEvent::new("E", &data)])
+                .expect("append");
+        }
+        view.apply_replicated_snapshot("a-1", Version(2), &raw("{\"v\":2}"));
+        view.apply_replicated_snapshot("a-1", Version(1), &raw("{\"v\":1}"));
+        let kept = view.snapshot("a-1").expect("a snapshot");
+        assert_eq!(
+            (kept.version, kept.state.as_str()),
+            (Version(2), "{\"v\":2}")
+        );
     }
 
     #[test]
