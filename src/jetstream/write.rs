@@ -112,20 +112,6 @@ impl Shared {
         }
     }
 
-    /// Before another try: pauses, or past `deadline` gives up with
-    /// error 11 saying what kept failing.
-    async fn pause_until(
-        &self,
-        deadline: Instant,
-        problem: impl FnOnce() -> String,
-    ) -> Result<(), BackendError> {
-        if Instant::now() >= deadline {
-            return Err(unavailable(problem(), self.config.unavailable_after));
-        }
-        tokio::time::sleep(REPUBLISH_PAUSE).await;
-        Ok(())
-    }
-
     /// The follower's fatal problem as an error 11, if it stopped.
     pub(crate) fn stopped(&self) -> Option<BackendError> {
         self.failure()
@@ -141,10 +127,13 @@ impl Shared {
                 Err(e) if matches!(e.kind(), DirectGetErrorKind::NotFound) => return Ok(0),
                 Err(e) => e.to_string(),
             };
-            self.pause_until(deadline, || {
-                format!("cannot read the last event of {subject}: {problem}")
-            })
-            .await?;
+            if Instant::now() >= deadline {
+                return Err(unavailable(
+                    format!("cannot read the last event of {subject}: {problem}"),
+                    self.config.unavailable_after,
+                ));
+            }
+            tokio::time::sleep(REPUBLISH_PAUSE).await;
         }
     }
 
@@ -276,10 +265,13 @@ impl Shared {
                     return Err(AppendError::Invalid(InvalidAppend::new("events", why)).into());
                 }
                 Err(Failure::Transient(why)) => {
-                    self.pause_until(deadline, || {
-                        format!("no acknowledgement from JetStream: {why}")
-                    })
-                    .await?;
+                    if Instant::now() >= deadline {
+                        return Err(unavailable(
+                            format!("no acknowledgement from JetStream: {why}"),
+                            self.config.unavailable_after,
+                        ));
+                    }
+                    tokio::time::sleep(REPUBLISH_PAUSE).await;
                 }
             }
         }
