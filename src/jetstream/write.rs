@@ -185,8 +185,15 @@ impl Shared {
         // batch re-sent and refused as a duplicate), instead of deciding
         // it again and answering a version mismatch. Ours, not a retry of
         // the client's, when the first id was drawn here.
+        // Only then: with the client's first id, the view already knows the
+        // append by it, and a later event's id drawn for this request
+        // would not match one drawn for the client's earlier request.
         let first_drawn = prepared.as_slice().first().is_some_and(|p| p.id.is_none());
-        let prepared = with_ids(prepared, &ids);
+        let prepared = if first_drawn {
+            with_ids(prepared, &ids)
+        } else {
+            prepared
+        };
         let mut wait_for = 0;
         loop {
             if let Some(stopped) = self.stopped() {
