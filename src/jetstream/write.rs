@@ -100,9 +100,8 @@ fn unavailable(why: impl std::fmt::Display, limit: Duration) -> BackendError {
 impl Shared {
     /// Waits until the view holds `seq`, or the deadline.
     pub(crate) async fn wait_head(&self, seq: u64, deadline: Instant) -> Result<(), BackendError> {
-        let mut rx = self.head.subscribe();
-        match tokio::time::timeout_at(deadline, rx.wait_for(|&h| h >= seq)).await {
-            Ok(Ok(_)) => Ok(()),
+        match tokio::time::timeout_at(deadline, self.head.wait(seq)).await {
+            Ok(Ok(())) => Ok(()),
             _ => Err(self.stopped().unwrap_or_else(|| {
                 unavailable(
                     format!("the local view did not reach sequence number {seq}"),
