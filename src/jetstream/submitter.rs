@@ -136,29 +136,44 @@ impl Submitter {
     }
 }
 
+/// Submissions taken from the queue at once.
+const BURST: usize = 256;
+
 /// The submit step: every submission in the order queued.
+///
+/// They are taken in bursts (`recv_many`): taking one frees one slot, and
+/// with the apply step usually ahead and blocked on a full queue, each
+/// freed slot was a futex wake-up of the apply thread (7.5% of the front
+/// end's CPU, measured); a burst frees its slots in one go.
 async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Submission>) {
-    while let Some(submission) = rx.recv().await {
-        let shared = Arc::clone(&shared);
-        match submission {
-            Submission::Append {
-                aggregate_id,
-                expected,
-                prepared,
-                reply,
-            } => pipeline::submit_append(shared, &aggregate_id, expected, prepared, reply).await,
-            Submission::Snapshot {
-                aggregate_id,
-                expected,
-                state,
-                reply,
-            } => pipeline::submit_snapshot(shared, &aggregate_id, expected, state, reply).await,
-            Submission::Settle {
-                aggregate_id,
-                reply,
-            } => {
-                let _ = reply.send(pipeline::unsettled(&shared, aggregate_id.as_deref()));
-            }
+    let mut burst = Vec::with_capacity(BURST);
+    while rx.recv_many(&mut burst, BURST).await > 0 {
+        for submission in burst.drain(..) {
+            submit(&shared, submission).await;
+        }
+    }
+}
+
+async fn submit(shared: &Arc<Shared>, submission: Submission) {
+    let shared = Arc::clone(shared);
+    match submission {
+        Submission::Append {
+            aggregate_id,
+            expected,
+            prepared,
+            reply,
+        } => pipeline::submit_append(shared, &aggregate_id, expected, prepared, reply).await,
+        Submission::Snapshot {
+            aggregate_id,
+            expected,
+            state,
+            reply,
+        } => pipeline::submit_snapshot(shared, &aggregate_id, expected, state, reply).await,
+        Submission::Settle {
+            aggregate_id,
+            reply,
+        } => {
+            let _ = reply.send(pipeline::unsettled(&shared, aggregate_id.as_deref()));
         }
     }
 }
