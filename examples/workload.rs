@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! cargo run --release --example workload -- --kind seed|mixed --requests N [--seed S] [--aggregates 10000]
+//! cargo run --release --example workload -- --kind read_stream|replay|read_all --after-seed S --requests N [--seed S] [--aggregates 10000]
 //! ```
 //!
 //! - `seed`: 97% `append` at the right expected version (a uniformly chosen
@@ -12,6 +13,15 @@
 //! - `mixed`: 70% right-version appends, 8% stale appends (a version the
 //!   aggregate is not at: `concurrency_error`), 3% `create_snapshot`, 7%
 //!   `replay` (half with `use_snapshot`), 7% `read_stream`, 5% `read_all`.
+//! - `read_stream`, `replay`, `read_all`: only that read, for a store that
+//!   holds the `seed` workload of `--after-seed` requests (same `--seed` and
+//!   `--aggregates`; the generator replays it silently to know every
+//!   aggregate's version and the head). `read_stream`: a uniformly chosen
+//!   aggregate from a random version (1..=version+1) with `max_count`
+//!   1..=100; `replay`: half with `use_snapshot`; `read_all`: a page of
+//!   1..=100 events from a random sequence number (1..=head+1). `msg_id`s
+//!   go on from `--after-seed` + 1, so the seed and one or more read files
+//!   can be sent to one node with distinct ids. Every read succeeds.
 //!
 //! The generator tracks each aggregate's version, assuming the requests are
 //! applied in order (which the node guarantees). Deterministic for a given
@@ -46,6 +56,9 @@ impl SplitMix64 {
 enum Kind {
     Seed,
     Mixed,
+    ReadStream,
+    Replay,
+    ReadAll,
 }
 
 struct Args {
@@ -53,16 +66,17 @@ struct Args {
     requests: u64,
     seed: u64,
     aggregates: u64,
+    after_seed: u64,
 }
 
-const USAGE: &str =
-    "usage: workload --kind seed|mixed --requests N [--seed S] [--aggregates 10000]";
+const USAGE: &str = "usage: workload --kind seed|mixed|read_stream|replay|read_all --requests N [--seed S] [--aggregates 10000] [--after-seed S]";
 
 fn parse_args() -> Result<Args, String> {
     let mut kind = None;
     let mut requests = None;
     let mut seed = 1u64;
     let mut aggregates = 10_000u64;
+    let mut after_seed = 0u64;
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "-h" || flag == "--help" {
@@ -79,23 +93,32 @@ fn parse_args() -> Result<Args, String> {
                 kind = Some(match value.as_str() {
                     "seed" => Kind::Seed,
                     "mixed" => Kind::Mixed,
+                    "read_stream" => Kind::ReadStream,
+                    "replay" => Kind::Replay,
+                    "read_all" => Kind::ReadAll,
                     other => return Err(format!("unknown --kind {other}")),
                 })
             }
             "--requests" => requests = Some(number()?),
             "--seed" => seed = number()?,
             "--aggregates" => aggregates = number()?,
+            "--after-seed" => after_seed = number()?,
             other => return Err(format!("unknown flag {other}")),
         }
     }
     if aggregates == 0 {
         return Err("--aggregates must be at least 1".into());
     }
+    let kind = kind.ok_or("--kind is required")?;
+    if after_seed > 0 && matches!(kind, Kind::Seed | Kind::Mixed) {
+        return Err("--after-seed is for the read kinds".into());
+    }
     Ok(Args {
-        kind: kind.ok_or("--kind is required")?,
+        kind,
         requests: requests.ok_or("--requests is required")?,
         seed,
         aggregates,
+        after_seed,
     })
 }
 
@@ -253,9 +276,18 @@ fn main() -> ExitCode {
         head: 0,
         line: Vec::with_capacity(256),
     };
+    // The seed the read kinds assume, generated exactly as `--kind seed`
+    // does, but not written.
+    for msg_id in 1..=args.after_seed {
+        let aggregate = g.rng.below(args.aggregates);
+        match g.rng.percent() {
+            0..97 => g.good_append(msg_id, aggregate),
+            _ => g.snapshot(msg_id, aggregate),
+        }
+    }
     let stdout = io::stdout().lock();
     let mut out = BufWriter::with_capacity(1 << 16, stdout);
-    for msg_id in 1..=args.requests {
+    for msg_id in args.after_seed + 1..=args.after_seed + args.requests {
         let aggregate = g.rng.below(args.aggregates);
         let p = g.rng.percent();
         match args.kind {
@@ -263,6 +295,9 @@ fn main() -> ExitCode {
                 0..97 => g.good_append(msg_id, aggregate),
                 _ => g.snapshot(msg_id, aggregate),
             },
+            Kind::ReadStream => g.read_stream(msg_id, aggregate),
+            Kind::Replay => g.replay(msg_id, aggregate),
+            Kind::ReadAll => g.read_all(msg_id),
             Kind::Mixed => match p {
                 0..70 => g.good_append(msg_id, aggregate),
                 70..78 => g.stale_append(msg_id, aggregate),

@@ -46,31 +46,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-declare -a client cluster http
-for i in 0 1 2; do client[$i]=$(free_port); cluster[$i]=$(free_port); http[$i]=$(free_port); done
-routes="\"nats-route://127.0.0.1:${cluster[0]}\", \"nats-route://127.0.0.1:${cluster[1]}\", \"nats-route://127.0.0.1:${cluster[2]}\""
-for i in 0 1 2; do
-    cat >"$tmp/n$i.conf" <<CONF
-server_name: n$i
-listen: 127.0.0.1:${client[$i]}
-http: 127.0.0.1:${http[$i]}
-jetstream { store_dir: "$tmp/s$i" }
-cluster { name: bench, listen: 127.0.0.1:${cluster[$i]}, routes: [$routes] }
-CONF
-    "$server" -c "$tmp/n$i.conf" >"$tmp/n$i.log" 2>&1 &
-    pids+=($!)
-done
-urls="nats://127.0.0.1:${client[0]},nats://127.0.0.1:${client[1]},nats://127.0.0.1:${client[2]}"
-for i in 0 1 2; do
-    for _ in $(seq 1 300); do
-        if curl -fs "http://127.0.0.1:${http[$i]}/healthz" >/dev/null 2>&1 \
-            || python3 -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:${http[$i]}/healthz')" 2>/dev/null; then
-            break
-        fi
-        sleep 0.1
-    done
-done
+source scripts/nats_cluster.sh
+start_nats_cluster "$server"
 log "cluster ready: $urls"
 
 $bin/examples/workload --kind seed --requests "$REQUESTS" --seed 1 >"$tmp/requests.jsonl"
