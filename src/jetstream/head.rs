@@ -19,8 +19,9 @@
 //! head. So a waiter either reads the raised head under the lock, or was
 //! registered before the drain took the lock and is drained by it.
 //!
-//! The watch channel stays for the two waits that are not per append (the
-//! catch-up at start, the snapshot follower), each a single receiver.
+//! The watch channel stays for the waits that are not per append (the
+//! catch-up at start, the snapshot follower, the node's idle pusher in
+//! `head_watch.rs`), each a single receiver.
 
 use parking_lot::Mutex;
 use std::collections::BTreeMap;

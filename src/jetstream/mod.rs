@@ -32,6 +32,9 @@
 //!   other's acknowledgements, and replies wait for their own write in the
 //!   node's ordered output. The library's blocking calls below are the
 //!   one-at-a-time path (`write.rs`) that the pipeline falls back to.
+//! - **Idle front ends** (`head_watch.rs`): the view's head is watched by the
+//!   node's idle pusher, which hands events from other front ends to its
+//!   subscribers while it gets no input (`node/idle.rs`).
 //! - **The runtime**: the NATS client is async; a tokio runtime owned by
 //!   [`JetStream`] runs it and the followers, and the API is blocking, like
 //!   [`EventStore`]'s. Nothing outside this module sees tokio.
@@ -56,6 +59,7 @@
 pub mod error;
 mod follower;
 mod head;
+mod head_watch;
 pub mod headers;
 mod pipeline;
 mod resolver;
@@ -68,7 +72,7 @@ pub use error::JetStreamError;
 pub use pipeline::WINDOW;
 
 use crate::event::NewEvent;
-use crate::protocol::{Backend, BackendError, Ticket};
+use crate::protocol::{Backend, BackendError, Ticket, ViewWatch};
 use crate::store::{Appended, EventStore, Prepared};
 use crate::types::{ExpectedVersion, JsonText, SequenceNumber, Version};
 use async_nats::jetstream;
@@ -412,5 +416,13 @@ impl Backend for JetStream {
         if !tails.is_empty() {
             self.runtime().block_on(pipeline::settled(tails));
         }
+    }
+
+    /// The view also grows with other front ends' events (`head_watch.rs`).
+    fn watch_view(&self) -> Option<Arc<dyn ViewWatch>> {
+        Some(Arc::new(head_watch::HeadWatch::new(
+            self.shared.head.subscribe(),
+            self.runtime().handle().clone(),
+        )))
     }
 }

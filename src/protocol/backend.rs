@@ -12,11 +12,18 @@
 //! still go out in input order (the node's output orders them), and a read
 //! is applied only once the writes it could observe are resolved
 //! ([`Backend::settle`]), so the replies equal one-at-a-time processing.
+//!
+//! The local store of a replicated log also grows without this node:
+//! events appended through other front ends. [`Backend::watch_view`] lets
+//! the node wait for that ([`ViewWatch`]), so that it hands such events to
+//! its subscribers while no input comes (`node/idle.rs`).
 
 use crate::error::{AppendError, ConcurrencyError};
 use crate::store::{Appended, Prepared};
-use crate::types::{ExpectedVersion, Version};
+use crate::types::{ExpectedVersion, SequenceNumber, Version};
 use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Why a backend write failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,4 +158,25 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// Waits until every write submitted so far to `aggregate_id` (`None`:
     /// to any aggregate) is resolved and in the local store.
     fn settle(&self, aggregate_id: Option<&str>);
+
+    /// A watch on the local store's head, when it grows without this node
+    /// (events from other writers of the log). `None` (the default): it
+    /// grows only through this node's own writes.
+    fn watch_view(&self) -> Option<Arc<dyn ViewWatch>> {
+        None
+    }
+}
+
+/// Waiting for the local store of a replicated log to grow (see
+/// [`Backend::watch_view`]). The log's follower never waits for a
+/// watcher.
+pub trait ViewWatch: Send + Sync {
+    /// Returns once the local store's head is past `seen` (at once if it
+    /// is already), once [`ViewWatch::wake`] is called, or after
+    /// `timeout`, whichever comes first. A wake while nobody waits makes
+    /// the next call return at once: it is never lost.
+    fn wait(&self, seen: SequenceNumber, timeout: Duration);
+
+    /// Makes the waiting (or else the next) [`ViewWatch::wait`] return.
+    fn wake(&self);
 }

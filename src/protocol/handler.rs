@@ -57,6 +57,9 @@ pub struct Core {
     /// With a backend and live subscriptions: the mark of the last reply's
     /// [`Feed`], which the next reply's feed continues.
     feed_tail: Option<Arc<FeedMark>>,
+    /// The view's head when the last [`Feed`] was made: the feeds made so
+    /// far deliver at least up to there.
+    fed_head: SequenceNumber,
 }
 
 /// Whom a reply comes from.
@@ -181,6 +184,7 @@ impl Core {
             subscriptions: Subscriptions::default(),
             backend: None,
             feed_tail: None,
+            fed_head: SequenceNumber::ZERO,
         }
     }
 
@@ -246,13 +250,22 @@ impl Core {
     /// With a backend, while subscriptions are live: the reply's share of
     /// the log for them (see [`Feed`]).
     fn feed(&mut self, outcome: Outcome) -> Outcome {
+        match self.next_feed() {
+            Some(feed) => Outcome::Fed(Box::new(outcome), feed),
+            None => outcome,
+        }
+    }
+
+    /// The next link of the chain of [`Feed`]s, while a backend's
+    /// subscriptions are live.
+    fn next_feed(&mut self) -> Option<Feed> {
         let subscribers = match &self.backend {
             Some(_) => self.subscriptions.live(),
             None => Vec::new(),
         };
         if subscribers.is_empty() {
             self.feed_tail = None;
-            return outcome;
+            return None;
         }
         let head = self.store.head();
         let prev = self
@@ -261,13 +274,35 @@ impl Core {
             .unwrap_or_else(|| FeedMark::at(head.0));
         let own = Arc::new(FeedMark::default());
         self.feed_tail = Some(Arc::clone(&own));
-        let feed = Feed {
+        self.fed_head = head;
+        Some(Feed {
             prev,
             own,
             head,
             subscribers,
-        };
-        Outcome::Fed(Box::new(outcome), feed)
+        })
+    }
+
+    /// Whether the view holds events that no [`Feed`] made so far
+    /// delivers, for live subscriptions: events from other writers of the
+    /// replicated log that arrived since the last request was applied.
+    /// Always `false` without a backend.
+    pub fn wants_idle_feed(&self) -> bool {
+        self.backend.is_some()
+            && !self.subscriptions.is_empty()
+            && self.store.head() > self.fed_head
+    }
+
+    /// A [`Feed`] of its own, with no reply before it: the node's idle
+    /// pusher (`node/idle.rs`) applies it in a turn of its own while no
+    /// input comes, and delivers it like the feed of a reply. `None` when
+    /// [`Core::wants_idle_feed`] does not hold.
+    pub fn idle_feed(&mut self) -> Option<Feed> {
+        if self.wants_idle_feed() {
+            self.next_feed()
+        } else {
+            None
+        }
     }
 
     /// Whom a reply comes from.

@@ -109,6 +109,11 @@ impl Subscriptions {
         deliveries_to(&self.live, store, appended)
     }
 
+    /// Whether no subscription is live.
+    pub fn is_empty(&self) -> bool {
+        self.live.is_empty()
+    }
+
     /// The live subscriptions now, in id order (for deliveries decided
     /// later, see [`deliveries_to`]).
     pub fn live(&self) -> Vec<Arc<Subscriber>> {
@@ -189,7 +194,10 @@ impl FeedMark {
 /// that (`own`) for the next. So every subscriber gets every event once, in
 /// log order; an event appended through this node follows its append's
 /// reply, and one from elsewhere follows the reply to the first request
-/// applied after the view held it.
+/// applied after the view held it — or, on a node that gets no input, the
+/// node's own *idle feed*, a feed with no reply before it
+/// ([`super::Core::idle_feed`], applied in a turn of its own by
+/// `node/idle.rs`).
 #[derive(Debug)]
 pub struct Feed {
     /// What the replies before this one delivered.
