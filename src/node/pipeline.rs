@@ -15,7 +15,7 @@
 //!   Each decodes its whole batch in parallel with the others, and looks
 //!   up the aggregates its appends go to (`protocol::resolve`), so the
 //!   serial step does not pay for the map lookup's cache misses.
-//! - **Apply** (`Sequencer`) is the one serial step: a worker applies its
+//! - **Apply** (`sequencer.rs`) is the one serial step: a worker applies its
 //!   batch to the store only when every earlier batch has been applied, so
 //!   state changes take effect in input order and every reply equals what
 //!   one-at-a-time processing gives, whatever the worker count. Apply does
@@ -34,17 +34,25 @@
 //!   reply not yet written becomes error 13, and so does every later one;
 //!   the node reads on to the end of input and then reports the failure.
 //!
+//! - **Nodes with a replicated backend** (JetStream) add one thread, the
+//!   idle pusher (`idle.rs`): when the view receives events from other
+//!   front ends while no input comes, it takes a turn of its own (a
+//!   *virtual batch*, numbered like the reader's batches) and writes their
+//!   `event` messages to the subscribers.
+//!
 //! With one worker, everything runs on the calling thread with no threads or
-//! channels at all (and a durable node syncs once per input batch).
+//! channels at all (and a durable node syncs once per input batch), the
+//! idle pusher of a replicated node aside.
 
+use super::idle;
 use super::lines::{Lines, read_batches};
 use super::output::{BatchSink, Output};
+use super::sequencer::Sequencer;
 use crate::protocol::{
     Core, Message, Outcome, ReplySource, decode, encode, encode_error_head, resolve,
 };
 use crate::store::EventStore;
 use crossbeam::channel;
-use parking_lot::{Condvar, Mutex};
 use std::io::{self, Read, Write};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -170,63 +178,49 @@ fn run_serial(
     config: &Config,
     store: Arc<EventStore>,
     input: impl Read,
-    output: impl Write,
+    output: impl Write + Send,
 ) -> io::Result<()> {
     let max = config.max_line_bytes;
     let output = Output::new(output, store.is_durable(), 1, config.reply_buffer_bytes);
-    let mut core = Core::with_backend(store, config.backend.clone());
-    let mut index = 0;
-    read_batches(
-        input,
-        max,
-        |batch| {
-            let mut messages = decode_batch(&batch, max);
-            let outcomes: Vec<_> = messages.iter_mut().map(|m| core.apply(m)).collect();
-            let position = core.store().wal_position();
-            if core.store().is_durable() {
-                output.synced(core.store().sync().map(|()| position));
-            }
-            let mut sink = output.sink(index, batch.len());
-            sink.set_position(position);
-            encode_batch(core.store(), &messages, outcomes, &mut sink);
-            sink.finish(false);
-            index += 1;
-            !output.is_closed()
-        },
-        |len| report_skipped(len, max),
-    )?;
+    // The core sits behind the sequencer (an uncontended lock per batch)
+    // so that the idle pusher of a node with a backend can take turns too.
+    let sequencer = Sequencer::new(Core::with_backend(
+        Arc::clone(&store),
+        config.backend.clone(),
+    ));
+    std::thread::scope(|scope| {
+        let _idle = idle::start(scope, config.backend.as_ref(), &sequencer, &output, &store);
+        read_batches(
+            input,
+            max,
+            |batch| {
+                let index = sequencer.take();
+                let mut sink = output.sink(index, batch.len());
+                let work = catch_unwind(AssertUnwindSafe(|| {
+                    let mut messages = decode_batch(&batch, max);
+                    let (outcomes, position) = sequencer.in_turn(index, |core| {
+                        let outcomes: Vec<_> = messages.iter_mut().map(|m| core.apply(m)).collect();
+                        (outcomes, core.store().wal_position())
+                    });
+                    if store.is_durable() {
+                        output.synced(store.sync().map(|()| position));
+                    }
+                    sink.set_position(position);
+                    encode_batch(&store, &messages, outcomes, &mut sink);
+                }));
+                if let Err(panic) = work {
+                    // Release the output (an idle pusher may wait for this
+                    // batch's turn), then fail as before.
+                    sink.finish(true);
+                    std::panic::resume_unwind(panic);
+                }
+                sink.finish(false);
+                !output.is_closed()
+            },
+            |len| report_skipped(len, max),
+        )
+    })?;
     output.into_failure().map_or(Ok(()), |e| Err(e.into()))
-}
-
-/// Admits batches to the serial apply step in input order.
-struct Sequencer {
-    /// The index of the next batch to apply, and the state it applies to.
-    turn: Mutex<(u64, Core)>,
-    advanced: Condvar,
-}
-
-impl Sequencer {
-    /// Waits until batch `index` is next, runs `apply` on the core, and
-    /// admits the next batch — also if `apply` panics, so one bad batch
-    /// cannot stall the node.
-    fn in_turn<R>(&self, index: u64, apply: impl FnOnce(&mut Core) -> R) -> R {
-        struct Advance<'a>(&'a Sequencer, parking_lot::MutexGuard<'a, (u64, Core)>);
-        impl Drop for Advance<'_> {
-            fn drop(&mut self) {
-                self.1.0 += 1;
-                // Wake every waiter: only the one holding the next index
-                // proceeds, the others wait again. With a handful of workers
-                // this is cheaper than per-index condition variables.
-                self.0.advanced.notify_all();
-            }
-        }
-        let mut guard = self.turn.lock();
-        while guard.0 != index {
-            self.advanced.wait(&mut guard);
-        }
-        let mut turn = Advance(self, guard);
-        apply(&mut turn.1.1)
-    }
 }
 
 fn run_parallel(
@@ -236,13 +230,10 @@ fn run_parallel(
     output: impl Write + Send,
 ) -> io::Result<()> {
     let max = config.max_line_bytes;
-    let sequencer = Sequencer {
-        turn: Mutex::new((
-            0,
-            Core::with_backend(Arc::clone(&store), config.backend.clone()),
-        )),
-        advanced: Condvar::new(),
-    };
+    let sequencer = Sequencer::new(Core::with_backend(
+        Arc::clone(&store),
+        config.backend.clone(),
+    ));
     let durable = store.is_durable();
     // The workers, plus the reader, which processes small batches itself.
     let output = Output::new(
@@ -300,7 +291,7 @@ fn run_parallel(
             });
         }
         drop(rx);
-        let mut index = 0;
+        let idle = idle::start(scope, config.backend.as_ref(), &sequencer, &output, &store);
         let result = read_batches(
             input,
             max,
@@ -308,7 +299,8 @@ fn run_parallel(
                 if output.is_closed() {
                     return false;
                 }
-                let sent = if batch.len() <= INLINE_BATCH_BYTES && tx.is_empty() {
+                let index = sequencer.take();
+                if batch.len() <= INLINE_BATCH_BYTES && tx.is_empty() {
                     // A small batch while the workers have nothing queued:
                     // the input trickles in (a client waiting for each
                     // reply). Handing it to a worker would add a thread
@@ -317,12 +309,11 @@ fn run_parallel(
                     true
                 } else {
                     tx.send((index, batch)).is_ok()
-                };
-                index += 1;
-                sent
+                }
             },
             |len| report_skipped(len, max),
         );
+        drop(idle);
         drop(tx);
         output.producer_done();
         result

@@ -1,0 +1,134 @@
+//! The serial apply order: batch numbers, and the turns in which batches
+//! apply to the protocol core.
+//!
+//! Every batch has a number from one counter ([`Sequencer::take`]), in the
+//! order the numbers are taken. A batch applies to the [`Core`] only in
+//! its turn ([`Sequencer::in_turn`]: when every lower number has applied),
+//! and the output (`output.rs`) writes batches in number order, so every
+//! number taken must be applied (or have its turn skipped) and finished.
+//!
+//! Numbers are taken by the reader, one per input batch, and — on a node
+//! with a replicated backend — by the idle pusher (`idle.rs`), for a
+//! *virtual batch* that has no input: it applies in its own turn like any
+//! batch, so its `event` messages take their place in the output exactly
+//! as a reply's would. The pusher takes a number only through
+//! [`Sequencer::in_idle_turn`], which never waits: it succeeds only when
+//! no batch is applying or waiting to apply.
+//!
+//! # Locks and atomics
+//!
+//! - `turn` (a mutex) holds the next number to apply and the core. A batch
+//!   holds it for the whole of its apply step (that is the serial step);
+//!   threads waiting for their turn sleep on `advanced`, which releases it.
+//!   [`Sequencer::in_idle_turn`] only *tries* the lock.
+//! - `numbers` is the counter. `Relaxed` everywhere: a number only has to
+//!   be unique and every number below it taken, which the atomic
+//!   read-modify-writes give in any ordering (they are totally ordered on
+//!   the one location); no other data is published through it (a batch's
+//!   bytes reach its worker through the channel, and the apply step
+//!   through the `turn` mutex). `in_idle_turn` takes a number with a
+//!   compare-exchange from the next number to apply, while holding `turn`:
+//!   it succeeds only if no number was taken that has not applied yet (a
+//!   number taken concurrently by the reader is then the next one, and
+//!   waits for the virtual batch's turn like any other).
+
+use crate::protocol::Core;
+use parking_lot::{Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Numbers batches and admits them to the serial apply step in order.
+pub(super) struct Sequencer {
+    /// The next number [`Sequencer::take`] hands out.
+    numbers: AtomicU64,
+    /// The number of the next batch to apply, and the state it applies to.
+    turn: Mutex<(u64, Core)>,
+    /// Signalled whenever the turn advances.
+    advanced: Condvar,
+}
+
+/// What [`Sequencer::in_idle_turn`] did.
+pub(super) enum IdleTurn<R> {
+    /// A batch is applying, or another thread is checking its turn: try
+    /// again later.
+    Busy,
+    /// A batch is numbered and waits to apply: it will apply after this
+    /// call returned.
+    Queued,
+    /// Nothing to do (the `wanted` check said no); no number taken.
+    Declined,
+    /// Applied in turn number `.0`, which the caller must finish in the
+    /// output.
+    Applied(u64, R),
+}
+
+impl Sequencer {
+    /// A sequencer for `core`, numbering from 0.
+    pub(super) fn new(core: Core) -> Sequencer {
+        Sequencer {
+            numbers: AtomicU64::new(0),
+            turn: Mutex::new((0, core)),
+            advanced: Condvar::new(),
+        }
+    }
+
+    /// The next batch number.
+    pub(super) fn take(&self) -> u64 {
+        self.numbers.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Waits until batch `index` is next, runs `apply` on the core, and
+    /// admits the next batch — also if `apply` panics, so one bad batch
+    /// cannot stall the node.
+    pub(super) fn in_turn<R>(&self, index: u64, apply: impl FnOnce(&mut Core) -> R) -> R {
+        let mut guard = self.turn.lock();
+        while guard.0 != index {
+            self.advanced.wait(&mut guard);
+        }
+        let mut turn = Advance(self, guard);
+        apply(&mut turn.1.1)
+    }
+
+    /// Without waiting for anything: if no batch is applying or numbered
+    /// and waiting, and `wanted` holds for the core, takes the next number
+    /// and runs `apply` on the core in that turn (see the module docs).
+    pub(super) fn in_idle_turn<R>(
+        &self,
+        wanted: impl FnOnce(&Core) -> bool,
+        apply: impl FnOnce(&mut Core) -> R,
+    ) -> IdleTurn<R> {
+        let Some(guard) = self.turn.try_lock() else {
+            return IdleTurn::Busy;
+        };
+        let index = guard.0;
+        if self.numbers.load(Ordering::Relaxed) != index {
+            return IdleTurn::Queued;
+        }
+        if !wanted(&guard.1) {
+            return IdleTurn::Declined;
+        }
+        if self
+            .numbers
+            .compare_exchange(index, index + 1, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            // The reader took `index` since the load above.
+            return IdleTurn::Queued;
+        }
+        let mut turn = Advance(self, guard);
+        IdleTurn::Applied(index, apply(&mut turn.1.1))
+    }
+}
+
+/// The turn being held: dropping it (also while unwinding) admits the next
+/// batch.
+struct Advance<'a>(&'a Sequencer, MutexGuard<'a, (u64, Core)>);
+
+impl Drop for Advance<'_> {
+    fn drop(&mut self) {
+        self.1.0 += 1;
+        // Wake every waiter: only the one holding the next number proceeds,
+        // the others wait again. With a handful of workers this is cheaper
+        // than per-number condition variables.
+        self.0.advanced.notify_all();
+    }
+}
