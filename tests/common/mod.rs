@@ -558,6 +558,13 @@ impl Session {
         }
     }
 
+    /// The next line within `timeout`, parsed; `None` if none came (the
+    /// node keeps running).
+    pub fn recv_within(&mut self, timeout: Duration) -> Option<Value> {
+        let l = self.replies.recv_timeout(timeout).ok()?;
+        Some(serde_json::from_str(&l).unwrap_or_else(|e| panic!("reply is not JSON ({e}): {l:?}")))
+    }
+
     /// Waits for the next reply line and returns it unparsed, panicking
     /// after [`TIMEOUT`].
     pub fn recv_raw(&mut self) -> String {
