@@ -30,8 +30,8 @@
 //!
 //! A front end on its own gets byte-identical output: every event in its
 //! view comes from an append applied before the virtual batch, whose reply
-//! delivers up to its own last event, so a virtual batch there delivers
-//! nothing and writes nothing.
+//! delivers up to its own last event, so a virtual batch there would
+//! deliver nothing (and the pusher does not even make one: see "When").
 //!
 //! # When
 //!
@@ -40,13 +40,18 @@
 //! waits for it). Then it tries [`Sequencer::in_idle_turn`], which never
 //! waits:
 //!
-//! - a batch is applying (the turn lock is held): **busy**, try again after
-//!   [`PACE`];
-//! - a batch is numbered and waits for its turn: it will apply after this
-//!   and capture at least this head, so nothing to do until the head moves
-//!   again;
-//! - no subscription is live, or the last feed already covers the head
-//!   ([`Core::wants_idle_feed`]): nothing to do either;
+//! - a batch is applying, or is numbered and waits for its turn (the turn
+//!   lock is held, or the counter is ahead of the turn): **busy**, look
+//!   again after [`PACE`] (a batch made only of lines that get no reply
+//!   captures no head, so the pusher cannot count on it);
+//! - the core says ([`Core::idle_feed_state`]): no subscription is live,
+//!   or the feeds made already deliver up to the head (the head when the
+//!   last one was made, or the mark the last one set): **covered**, wait
+//!   until the head moves past the one read before the attempt;
+//! - the last feed's reply is still being made (its append's
+//!   acknowledgement outstanding): it may deliver the new events itself
+//!   (they may be its own), so **unknown**: look again after [`PACE`]. A
+//!   front end writing on its own thus never makes a virtual batch;
 //! - otherwise the pusher takes the next number, applies the idle feed in
 //!   that turn and writes its messages.
 //!
@@ -54,9 +59,10 @@
 //! pusher at most 200 times a second, and the events that arrive in the
 //! meantime go out together. The first event after a quiet spell goes out
 //! at once; the latency from the view holding an event to its message
-//! being written is at most [`PACE`] plus a thread wake-up (measured well
-//! under the 10–50 ms target), unless a reply before it in the output is
-//! still waiting for its own write, which it must follow.
+//! being written is at most [`PACE`] plus a thread wake-up (the test
+//! measured 4 ms median from the writing front end's reply, on a loaded
+//! 2-core machine), unless a reply before it in the output is still
+//! waiting for its own write, which it must follow.
 //!
 //! # Cost
 //!
@@ -68,8 +74,9 @@
 //! # Locks and atomics
 //!
 //! - The sequencer's turn lock is only *tried*, and held while the idle
-//!   feed is made (O(subscriptions), as for any request); never while
-//!   waiting or writing.
+//!   feed is decided and made (O(subscriptions), as for any request;
+//!   reading the last feed's mark takes that mark's own lock inside it,
+//!   an order no other thread reverses); never while waiting or writing.
 //! - Delivering the feed waits for the feed before it (its mark) and for
 //!   the output's turn, exactly as a worker encoding a reply does; the
 //!   output's lock is held only inside its own calls.
@@ -81,7 +88,7 @@
 
 use super::output::Output;
 use super::sequencer::{IdleTurn, Sequencer};
-use crate::protocol::{Backend, Core, Feed, ViewWatch};
+use crate::protocol::{Backend, Core, Feed, IdleFeed, ViewWatch};
 use crate::store::EventStore;
 use crate::types::SequenceNumber;
 use std::io::{self, Write};
@@ -168,16 +175,21 @@ impl<W: Write> Pusher<'_, W> {
             }
             last_try = Some(Instant::now());
             let head = self.store.head();
-            let turn = self.sequencer.in_idle_turn(Core::wants_idle_feed, |core| {
+            let decide = |core: &Core| match core.idle_feed_state() {
+                IdleFeed::Wanted => Ok(()),
+                other => Err(other),
+            };
+            let turn = self.sequencer.in_idle_turn(decide, |core| {
                 (core.idle_feed(), core.store().wal_position())
             });
             match turn {
-                // `seen` stays: the wait returns at once, the next attempt
-                // comes after the pace.
-                IdleTurn::Busy => {}
-                // A batch applied after this captures at least `head`, or
-                // nothing needs pushing up to `head`.
-                IdleTurn::Queued | IdleTurn::Declined => seen = head,
+                // `seen` stays, so the wait returns at once and the next
+                // attempt comes after the pace.
+                // (`Wanted` is never declined.)
+                IdleTurn::Busy | IdleTurn::Declined(IdleFeed::Unknown | IdleFeed::Wanted) => {}
+                // Feeds made already deliver everything up to `head` (read
+                // before the attempt): wait for the view to grow past it.
+                IdleTurn::Declined(IdleFeed::Covered) => seen = head,
                 IdleTurn::Applied(index, (feed, position)) => {
                     seen = feed.as_ref().map_or(head, |f| f.head);
                     self.deliver(index, feed, position);

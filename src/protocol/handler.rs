@@ -62,6 +62,19 @@ pub struct Core {
     fed_head: SequenceNumber,
 }
 
+/// What [`Core::idle_feed_state`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdleFeed {
+    /// Every event the view holds is delivered by a feed made already (or
+    /// no subscription is live): nothing to do until the view grows.
+    Covered,
+    /// The last feed's reply is still being made, and it may deliver what
+    /// the view holds (its own append's events): look again shortly.
+    Unknown,
+    /// The view holds events no feed made so far delivers.
+    Wanted,
+}
+
 /// Whom a reply comes from.
 #[derive(Debug, Clone)]
 pub enum ReplySource {
@@ -283,25 +296,38 @@ impl Core {
         })
     }
 
-    /// Whether the view holds events that no [`Feed`] made so far
-    /// delivers, for live subscriptions: events from other writers of the
-    /// replicated log that arrived since the last request was applied.
-    /// Always `false` without a backend.
-    pub fn wants_idle_feed(&self) -> bool {
-        self.backend.is_some()
-            && !self.subscriptions.is_empty()
-            && self.store.head() > self.fed_head
+    /// Whether the view holds events for live subscriptions that no
+    /// [`Feed`] made so far delivers: events from other writers of the
+    /// replicated log that arrived after the last request was applied (see
+    /// [`IdleFeed`]). Always [`IdleFeed::Covered`] without a backend.
+    pub fn idle_feed_state(&self) -> IdleFeed {
+        if self.backend.is_none() || self.subscriptions.is_empty() {
+            return IdleFeed::Covered;
+        }
+        let head = self.store.head();
+        if head <= self.fed_head {
+            // The feeds made deliver at least up to `fed_head`.
+            return IdleFeed::Covered;
+        }
+        match self.feed_tail.as_ref().map(|tail| tail.get()) {
+            None => IdleFeed::Covered,
+            // The last feed is delivered, and up to here.
+            Some(Some(upto)) if head.0 <= upto => IdleFeed::Covered,
+            Some(Some(_)) => IdleFeed::Wanted,
+            // Its reply is still being made: it may deliver up to its own
+            // append's events, beyond `fed_head`.
+            Some(None) => IdleFeed::Unknown,
+        }
     }
 
     /// A [`Feed`] of its own, with no reply before it: the node's idle
     /// pusher (`node/idle.rs`) applies it in a turn of its own while no
-    /// input comes, and delivers it like the feed of a reply. `None` when
-    /// [`Core::wants_idle_feed`] does not hold.
+    /// input comes, and delivers it like the feed of a reply. `None` unless
+    /// [`Core::idle_feed_state`] is [`IdleFeed::Wanted`].
     pub fn idle_feed(&mut self) -> Option<Feed> {
-        if self.wants_idle_feed() {
-            self.next_feed()
-        } else {
-            None
+        match self.idle_feed_state() {
+            IdleFeed::Wanted => self.next_feed(),
+            IdleFeed::Covered | IdleFeed::Unknown => None,
         }
     }
 

@@ -15,7 +15,9 @@ mod surrogates;
 #[cfg_attr(not(feature = "jetstream"), allow(unused_imports))]
 pub use backend::{Backend, BackendError, Ticket, TicketSender, ViewWatch, WriteResult, Written};
 pub use envelope::decode;
-pub use handler::{Core, Outcome, ReplySource, encode, encode_error_head, finish_error, resolve};
+pub use handler::{
+    Core, IdleFeed, Outcome, ReplySource, encode, encode_error_head, finish_error, resolve,
+};
 pub use request::Code;
 pub use request::Message;
 pub use sink::ReplySink;

@@ -167,6 +167,11 @@ impl FeedMark {
         })
     }
 
+    /// The mark, if set.
+    pub fn get(&self) -> Option<u64> {
+        *self.upto.lock()
+    }
+
     fn wait(&self) -> u64 {
         let mut upto = self.upto.lock();
         loop {
