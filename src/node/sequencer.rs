@@ -47,15 +47,12 @@ pub(super) struct Sequencer {
 }
 
 /// What [`Sequencer::in_idle_turn`] did.
-pub(super) enum IdleTurn<R> {
-    /// A batch is applying, or another thread is checking its turn: try
-    /// again later.
+pub(super) enum IdleTurn<D, R> {
+    /// A batch is applying, or numbered and waiting to apply (or another
+    /// thread is checking its turn): no number taken; try again later.
     Busy,
-    /// A batch is numbered and waits to apply: it will apply after this
-    /// call returned.
-    Queued,
-    /// Nothing to do (the `wanted` check said no); no number taken.
-    Declined,
+    /// The `decide` step declined, saying why; no number taken.
+    Declined(D),
     /// Applied in turn number `.0`, which the caller must finish in the
     /// output.
     Applied(u64, R),
@@ -89,22 +86,22 @@ impl Sequencer {
     }
 
     /// Without waiting for anything: if no batch is applying or numbered
-    /// and waiting, and `wanted` holds for the core, takes the next number
-    /// and runs `apply` on the core in that turn (see the module docs).
-    pub(super) fn in_idle_turn<R>(
+    /// and waiting, and `decide` agrees (`Ok`), takes the next number and
+    /// runs `apply` on the core in that turn (see the module docs).
+    pub(super) fn in_idle_turn<D, R>(
         &self,
-        wanted: impl FnOnce(&Core) -> bool,
+        decide: impl FnOnce(&Core) -> Result<(), D>,
         apply: impl FnOnce(&mut Core) -> R,
-    ) -> IdleTurn<R> {
+    ) -> IdleTurn<D, R> {
         let Some(guard) = self.turn.try_lock() else {
             return IdleTurn::Busy;
         };
         let index = guard.0;
         if self.numbers.load(Ordering::Relaxed) != index {
-            return IdleTurn::Queued;
+            return IdleTurn::Busy;
         }
-        if !wanted(&guard.1) {
-            return IdleTurn::Declined;
+        if let Err(why) = decide(&guard.1) {
+            return IdleTurn::Declined(why);
         }
         if self
             .numbers
@@ -112,7 +109,7 @@ impl Sequencer {
             .is_err()
         {
             // The reader took `index` since the load above.
-            return IdleTurn::Queued;
+            return IdleTurn::Busy;
         }
         let mut turn = Advance(self, guard);
         IdleTurn::Applied(index, apply(&mut turn.1.1))
@@ -130,5 +127,57 @@ impl Drop for Advance<'_> {
         // the others wait again. With a handful of workers this is cheaper
         // than per-number condition variables.
         self.0.advanced.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::EventStore;
+    use std::sync::Arc;
+    use std::sync::mpsc;
+
+    fn sequencer() -> Sequencer {
+        Sequencer::new(Core::new(Arc::new(EventStore::new())))
+    }
+
+    fn idle(s: &Sequencer, decide: Result<(), &'static str>) -> IdleTurn<&'static str, ()> {
+        s.in_idle_turn(|_| decide, |_| ())
+    }
+
+    #[test]
+    fn an_idle_turn_takes_the_next_number_only_when_nothing_waits() {
+        let s = sequencer();
+        assert!(matches!(idle(&s, Err("no")), IdleTurn::Declined("no")));
+        assert!(matches!(idle(&s, Ok(())), IdleTurn::Applied(0, ())));
+        // The reader's next batch comes after it.
+        let one = s.take();
+        assert_eq!(one, 1);
+        // Numbered, not applied: busy, and no number taken.
+        assert!(matches!(idle(&s, Ok(())), IdleTurn::Busy));
+        s.in_turn(one, |_| ());
+        assert!(matches!(idle(&s, Ok(())), IdleTurn::Applied(2, ())));
+        assert_eq!(s.take(), 3);
+    }
+
+    #[test]
+    fn an_idle_turn_never_waits_for_a_batch_applying() {
+        let s = sequencer();
+        let index = s.take();
+        let (applying_tx, applying_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        std::thread::scope(|scope| {
+            let s = &s;
+            scope.spawn(move || {
+                s.in_turn(index, |_| {
+                    applying_tx.send(()).unwrap();
+                    release_rx.recv().unwrap();
+                })
+            });
+            applying_rx.recv().unwrap();
+            assert!(matches!(idle(s, Ok(())), IdleTurn::Busy));
+            release_tx.send(()).unwrap();
+        });
+        assert!(matches!(idle(&s, Ok(())), IdleTurn::Applied(1, ())));
     }
 }
