@@ -63,8 +63,11 @@
 //! node/         plumbing: threads and pipes around the protocol core
 //!   lines.rs      splitting input into lines, skipping over-long ones
 //!   pipeline.rs   reader thread, worker pool, in-order apply
+//!   sequencer.rs  batch numbers and the serial apply's turns
 //!   output.rs     replies in input order: bounded per-batch buffers written in
 //!                 turn, released once durable, error 13 after a storage failure
+//!   idle.rs       a replicated node's idle pusher: other front ends' events to
+//!                 subscribers while no input comes (a turn with no request)
 //! jetstream/    (feature `jetstream`) NATS JetStream as the replicated log,
 //!               this engine as each front end's local view
 //!   subject.rs    aggregate ids ↔ subjects, reversibly, category as a token
@@ -72,6 +75,7 @@
 //!   setup.rs      connecting; the event and snapshot streams
 //!   follower.rs   ordered consumers feeding the view, in stream order
 //!   write.rs      appends and snapshots: decide, publish with expectation, ack
+//!   head_watch.rs the view's head, watched by the node's idle pusher
 //!   error.rs      the backend's errors
 //! main.rs       the binary: flags only
 //! ```
