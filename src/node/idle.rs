@@ -99,7 +99,7 @@ use std::thread::Scope;
 use std::time::{Duration, Instant};
 
 /// Least time between two attempts of the pusher (see the module docs).
-pub(super) const PACE: Duration = Duration::from_millis(5);
+const PACE: Duration = Duration::from_millis(5);
 
 /// Longest single wait on the watch: a safety net only, as every wake-up
 /// the pusher needs comes through the watch.
