@@ -86,6 +86,8 @@ impl Head {
 
     /// Waits until the head is at least `seq`; `Err` once [`Head::stop`]
     /// was called (the follower stopped for good) and the head is below.
+    /// A waiter that gives up (its caller's timeout) leaves its sender in
+    /// the map until the head passes it: bounded by the writes in flight.
     pub(crate) async fn wait(&self, seq: u64) -> Result<(), Stopped> {
         if self.current() >= seq {
             return Ok(());
@@ -122,7 +124,7 @@ mod tests {
 
     fn runtime() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+            .worker_threads(1) // as the backend runs
             .enable_all()
             .build()
             .expect("runtime")

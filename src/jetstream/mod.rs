@@ -177,8 +177,14 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Why the front end stopped taking writes: a follower's fatal
+    /// problem, or a panic in the write pipeline.
     fn failure(&self) -> Option<String> {
-        self.failed.lock().clone()
+        self.failed.lock().clone().or_else(|| {
+            self.pipeline
+                .panicked()
+                .map(|what| format!("the write pipeline panicked: {what}"))
+        })
     }
 
     fn fail(&self, why: String) {
@@ -204,8 +210,9 @@ impl Shared {
 /// log replicated (see the module docs). Reads go to [`JetStream::view`].
 pub struct JetStream {
     shared: Arc<Shared>,
-    /// The node's writes go through it (`Backend`); dropped before the
-    /// runtime, which ends its task.
+    /// The node's writes go through it (`Backend`). Its task ends with the
+    /// runtime's shutdown (in `drop`), which drops what is still queued:
+    /// those tickets are answered with error 11.
     submitter: submitter::Submitter,
     runtime: Option<tokio::runtime::Runtime>,
 }

@@ -77,7 +77,7 @@
 
 use super::Shared;
 use super::resolver::Resolver;
-use super::write::{Failure, classify, fresh_id};
+use super::write::{Failure, classify, fold, fresh_id};
 use crate::error::{AppendError, ConcurrencyError, InvalidAppend};
 use crate::protocol::{BackendError, TicketSender, WriteResult, Written};
 use crate::store::{Appended, Positions, Precheck, Prepared};
@@ -162,6 +162,11 @@ impl Pipeline {
             progress: watch::Sender::new(0),
             stats: Stats::default(),
         }
+    }
+
+    /// The first panic of a write's resolution, if any (`resolver.rs`).
+    pub(crate) fn panicked(&self) -> Option<String> {
+        self.resolver.panicked()
     }
 
     /// With `EVENTSTORE_DEBUG_PIPELINE` set: what the pipeline did, on
@@ -720,7 +725,17 @@ async fn resolve_snapshot(
             let deadline = Instant::now() + shared.config.unavailable_after;
             let state = match &state {
                 Some(given) => given.clone(),
-                None => shared.view.state_at_version(&aggregate_id, version).0,
+                None => {
+                    let view = Arc::clone(&shared.view);
+                    let id = aggregate_id.clone();
+                    match fold(move || view.state_at_version(&id, version).0).await {
+                        Ok(state) => state,
+                        Err(why) => {
+                            slot.finish(Err(BackendError::Unavailable(why)), false);
+                            return;
+                        }
+                    }
+                }
             };
             let last_seq = shared.view.position_at(&aggregate_id, version);
             let result = shared

@@ -17,15 +17,24 @@
 //! with the window of writes in flight.
 //!
 //! The channel is unbounded: the pipeline's window (a semaphore permit held
-//! by each write) bounds what is in flight. The driver ends when every
-//! sender is dropped and every future is done; a future dropped unfinished
-//! (the runtime shutting down) drops its reply, which the node answers
-//! with error 11.
+//! by each write) bounds what is in flight. The driver runs until the
+//! runtime shuts down (the futures hold the shared state, which holds the
+//! sender); a future dropped unfinished drops its reply, which the node
+//! answers with error 11.
+//!
+//! A panic in one future (a broken invariant) would end the driving task
+//! and with it every write in flight, silently. So each future runs under
+//! `catch_unwind`: the panic is written to stderr and kept
+//! ([`Resolver::panicked`]); the front end then refuses every later write
+//! with error 11 naming it (`Shared::failure`), and reads go on.
 
-use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
+use parking_lot::Mutex;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::Poll;
 use tokio::sync::mpsc;
 
@@ -35,6 +44,8 @@ pub(crate) type Resolution = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// Where writes are handed to the driving task.
 pub(crate) struct Resolver {
     tx: mpsc::UnboundedSender<Resolution>,
+    /// The first panic of a resolution, if any.
+    panicked: Arc<Mutex<Option<String>>>,
 }
 
 impl Resolver {
@@ -42,15 +53,40 @@ impl Resolver {
     pub(crate) fn start() -> Resolver {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(drive(rx));
-        Resolver { tx }
+        Resolver {
+            tx,
+            panicked: Arc::new(Mutex::new(None)),
+        }
     }
 
     /// Hands `resolution` to the driving task.
     pub(crate) fn push(&self, resolution: impl Future<Output = ()> + Send + 'static) {
+        let panicked = Arc::clone(&self.panicked);
+        let guarded = AssertUnwindSafe(resolution).catch_unwind().map(move |r| {
+            if let Err(payload) = r {
+                let what = panic_text(payload.as_ref());
+                eprintln!("eventstore: internal error: a write's resolution panicked: {what}");
+                panicked.lock().get_or_insert(what);
+            }
+        });
         // Fails only once the runtime is shutting down: the dropped future
         // drops its reply (error 11 for the node).
-        let _ = self.tx.send(Box::pin(resolution));
+        let _ = self.tx.send(Box::pin(guarded));
     }
+
+    /// The first panic of a resolution, if any.
+    pub(crate) fn panicked(&self) -> Option<String> {
+        self.panicked.lock().clone()
+    }
+}
+
+/// A panic's message.
+pub(crate) fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_owned())
 }
 
 /// Polls every resolution handed over until the senders are gone and all
@@ -59,8 +95,8 @@ async fn drive(mut rx: mpsc::UnboundedReceiver<Resolution>) {
     let mut running: FuturesUnordered<Resolution> = FuturesUnordered::new();
     let mut open = true;
     std::future::poll_fn(|cx| {
-        // New writes first, so they are polled (and register their wakers)
-        // in this same pass.
+        // New writes first, so they are polled in this same pass (unless
+        // the task's budget runs out first: then they wake themselves).
         while open {
             match rx.poll_recv(cx) {
                 Poll::Ready(Some(resolution)) => running.push(resolution),
@@ -89,7 +125,7 @@ mod tests {
     #[test]
     fn every_resolution_runs_to_its_end_whatever_order_it_is_woken_in() {
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+            .worker_threads(1) // as the backend runs
             .enable_all()
             .build()
             .expect("runtime");

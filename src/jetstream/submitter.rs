@@ -31,9 +31,12 @@
 
 use super::Shared;
 use super::pipeline::{self, Done};
+use super::resolver::panic_text;
 use crate::protocol::{BackendError, Ticket, TicketSender};
 use crate::store::Prepared;
 use crate::types::{ExpectedVersion, Version};
+use futures_util::FutureExt;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -149,7 +152,14 @@ async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Submission>) {
     let mut burst = Vec::with_capacity(BURST);
     while rx.recv_many(&mut burst, BURST).await > 0 {
         for submission in burst.drain(..) {
-            submit(&shared, submission).await;
+            // A panic (a broken invariant) must not end this task: reads
+            // would then settle on nothing. The submission's reply is
+            // dropped (error 11) and the front end refuses later writes.
+            let work = AssertUnwindSafe(submit(&shared, submission)).catch_unwind();
+            if let Err(payload) = work.await {
+                let what = panic_text(payload.as_ref());
+                shared.fail(format!("the submit step panicked: {what}"));
+            }
         }
     }
 }

@@ -52,6 +52,7 @@ use async_nats::jetstream::publish::PublishAck;
 use async_nats::jetstream::stream::DirectGetErrorKind;
 use bytes::Bytes;
 use std::hash::BuildHasher;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -81,6 +82,17 @@ pub(crate) fn fresh_id() -> EventId {
     v = (v & !(0xF << 76)) | (0x4 << 76);
     v = (v & !(0b11 << 62)) | (0b10 << 62);
     EventId::from_u128(v)
+}
+
+/// Runs a fold of the view (a snapshot's state: as long as the aggregate)
+/// on tokio's blocking pool: on the runtime's one worker it would hold up
+/// every acknowledgement, the followers and the submit step meanwhile.
+pub(crate) async fn fold<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| format!("folding the view for a snapshot failed: {e}"))
 }
 
 /// Why one publish did not store.
@@ -405,7 +417,13 @@ impl Shared {
             let state = match state {
                 Some(given) => given.get().to_owned(),
                 None => {
-                    let replay = self.view.replay(aggregate_id, false);
+                    // Folded off the runtime's one worker (see `fold`).
+                    let view = Arc::clone(&self.view);
+                    let id = aggregate_id.to_owned();
+                    let replay = match fold(move || view.replay(&id, false)).await {
+                        Ok(replay) => replay,
+                        Err(why) => return Err(BackendError::Unavailable(why)),
+                    };
                     if replay.events_replayed != version.0 {
                         continue; // the follower moved it meanwhile
                     }

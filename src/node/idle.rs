@@ -179,8 +179,13 @@ impl<W: Write> Pusher<'_, W> {
                 IdleFeed::Wanted => Ok(()),
                 other => Err(other),
             };
+            // A panic while the turn is held must still finish the number's
+            // output sink, or every later batch would wait for it forever:
+            // the apply catches it and the number is released empty.
             let turn = self.sequencer.in_idle_turn(decide, |core| {
-                (core.idle_feed(), core.store().wal_position())
+                catch_unwind(AssertUnwindSafe(|| {
+                    (core.idle_feed(), core.store().wal_position())
+                }))
             });
             match turn {
                 // `seen` stays, so the wait returns at once and the next
@@ -190,9 +195,17 @@ impl<W: Write> Pusher<'_, W> {
                 // Feeds made already deliver everything up to `head` (read
                 // before the attempt): wait for the view to grow past it.
                 IdleTurn::Declined(IdleFeed::Covered) => seen = head,
-                IdleTurn::Applied(index, (feed, position)) => {
+                IdleTurn::Applied(index, Ok((feed, position))) => {
                     seen = feed.as_ref().map_or(head, |f| f.head);
                     self.deliver(index, feed, position);
+                }
+                IdleTurn::Applied(index, Err(_)) => {
+                    let _ = writeln!(
+                        io::stderr().lock(),
+                        "internal error: the idle feed panicked in batch {index}; the node goes on"
+                    );
+                    self.output.sink(index, 0).finish(true);
+                    return;
                 }
             }
         }
