@@ -75,6 +75,10 @@
 //!   setup.rs      connecting; the event and snapshot streams
 //!   follower.rs   ordered consumers feeding the view, in stream order
 //!   write.rs      appends and snapshots: decide, publish with expectation, ack
+//!   pipeline.rs   many writes in flight, outcomes as one at a time
+//!   submitter.rs  the node's writes queued to one submit task, in bursts
+//!   resolver.rs   one task driving every write's resolution
+//!   head.rs       the view's head; writers woken by sequence number
 //!   head_watch.rs the view's head, watched by the node's idle pusher
 //!   error.rs      the backend's errors
 //! main.rs       the binary: flags only
