@@ -61,22 +61,8 @@ RUNS=${RUNS:-3}
 bin="${CARGO_TARGET_DIR:-target}/$PROFILE"
 log() { echo "bench_jetstream_reads: $*" >&2; }
 
-server=$(bash scripts/nats-server.sh)
-log "nats-server: $server ($("$server" --version))"
-profile_flag=(--release); [ "$PROFILE" = release ] || profile_flag=(--profile "$PROFILE")
-[ "$PROFILE" = debug ] && profile_flag=()
-cargo build "${profile_flag[@]}" --quiet --bin eventstore --example workload --example drive >&2
-
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do { kill -9 "$pid"; wait "$pid"; } 2>/dev/null || true; done
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-
 source scripts/nats_cluster.sh
-start_nats_cluster "$server"
+bench_setup --example workload --example drive
 log "cluster ready: $urls"
 
 $bin/examples/workload --kind seed --requests "$SEED" --seed 1 >"$tmp/seed.jsonl"

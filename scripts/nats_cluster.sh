@@ -1,11 +1,14 @@
-# Sourced by the JetStream benchmarks (scripts/bench_jetstream*.sh): starts
-# a 3-server nats-server cluster on free loopback ports in "$tmp" and waits
-# until every server answers /healthz.
+# Sourced by the JetStream benchmarks (scripts/bench_jetstream*.sh).
 #
-#   tmp=$(mktemp -d); pids=()
-#   trap cleanup EXIT    # kill "${pids[@]}", rm -rf "$tmp"
 #   source scripts/nats_cluster.sh
-#   start_nats_cluster "$server"     # sets $urls (comma-separated)
+#   bench_setup --example A ...   # needs $PROFILE and log(); finds the server,
+#                                 # builds the node and the examples, makes
+#                                 # $tmp, kills the servers and removes $tmp
+#                                 # on exit, starts the cluster (sets $urls)
+#
+# or the parts: start_nats_cluster "$server" starts a 3-server nats-server
+# cluster on free loopback ports in "$tmp" (the caller's `pids` array and
+# cleanup) and waits until every server answers /healthz.
 #
 # The servers' pids are appended to the caller's `pids` array, their
 # logs are "$tmp/n0.log" .. "$tmp/n2.log".
@@ -38,4 +41,22 @@ CONF
             sleep 0.1
         done
     done
+}
+
+bench_setup() {
+    server=$(bash scripts/nats-server.sh)
+    log "nats-server: $server ($("$server" --version))"
+    local flag=(--release)
+    [ "$PROFILE" = release ] || flag=(--profile "$PROFILE")
+    [ "$PROFILE" = debug ] && flag=()
+    cargo build "${flag[@]}" --quiet --bin eventstore "$@" >&2
+    tmp=$(mktemp -d)
+    pids=()
+    trap bench_cleanup EXIT
+    start_nats_cluster "$server"
+}
+
+bench_cleanup() {
+    for pid in "${pids[@]}"; do { kill -9 "$pid"; wait "$pid"; } 2>/dev/null || true; done
+    rm -rf "$tmp"
 }
