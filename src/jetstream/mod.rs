@@ -30,8 +30,10 @@
 //!   submits each write and moves on (up to [`WINDOW`] in flight), appends
 //!   to different aggregates are published without waiting for each
 //!   other's acknowledgements, and replies wait for their own write in the
-//!   node's ordered output. The library's blocking calls below are the
-//!   one-at-a-time path (`write.rs`) that the pipeline falls back to.
+//!   node's ordered output. The library has the same pipeline
+//!   ([`JetStream::submit_append`]); its blocking calls ([`JetStream::append`]
+//!   and the others) are the one-at-a-time path (`write.rs`) that the
+//!   pipeline falls back to.
 //! - **Idle front ends** (`head_watch.rs`): the view's head is watched by the
 //!   node's idle pusher, which hands events from other front ends to its
 //!   subscribers while it gets no input (`node/idle.rs`).
@@ -72,7 +74,8 @@ pub use error::JetStreamError;
 pub use pipeline::WINDOW;
 
 use crate::event::NewEvent;
-use crate::protocol::{Backend, BackendError, Ticket, ViewWatch};
+pub use crate::protocol::BackendError;
+use crate::protocol::{Backend, Ticket, ViewWatch, Written};
 use crate::store::{Appended, EventStore, Prepared};
 use crate::types::{ExpectedVersion, JsonText, SequenceNumber, Version};
 use async_nats::jetstream;
@@ -297,6 +300,26 @@ impl JetStream {
             .block_on(self.shared.append(aggregate_id, expected, prepared))
     }
 
+    /// Submits an append without waiting for it: many can be in flight
+    /// from one thread (up to [`WINDOW`]; beyond, this call waits for room).
+    /// Appends submitted through one `JetStream` are decided in submission
+    /// order, each outcome (sequence numbers included) the one that calling
+    /// [`JetStream::append`] for each in turn would give; appends to
+    /// different aggregates do not wait for each other's acknowledgements.
+    /// [`PendingAppend::wait`] returns the outcome. Blocking: not for an
+    /// async context (like the rest of this API).
+    pub fn submit_append(
+        &self,
+        aggregate_id: &str,
+        expected: ExpectedVersion,
+        events: &[NewEvent<'_>],
+    ) -> PendingAppend {
+        match EventStore::prepare(aggregate_id, events) {
+            Ok(prepared) => PendingAppend(self.submitter.append(aggregate_id, expected, prepared)),
+            Err(e) => PendingAppend(Ticket::ready(Err(BackendError::Append(e.into())))),
+        }
+    }
+
     /// Saves a snapshot (see [`EventStore::create_snapshot`]); returns once
     /// the stream acknowledged it and the view holds it.
     pub fn create_snapshot(
@@ -391,6 +414,23 @@ async fn start(config: JetStreamConfig) -> Result<Arc<Shared>, JetStreamError> {
         follower::Followed::Snapshots,
     ));
     Ok(shared)
+}
+
+/// An append submitted with [`JetStream::submit_append`], under way.
+#[derive(Debug)]
+#[must_use = "an append's outcome (an error included) is known only by waiting for it"]
+pub struct PendingAppend(Ticket);
+
+impl PendingAppend {
+    /// Waits for the outcome: once the stream acknowledged the events and
+    /// the view holds them, or the error (error 11 when the front end is
+    /// dropped first).
+    pub fn wait(self) -> Result<Appended, BackendError> {
+        match self.0.wait()? {
+            Written::Appended(appended) => Ok(appended),
+            Written::Snapshot(v) => unreachable!("an append answered as a snapshot at {v:?}"),
+        }
+    }
 }
 
 impl Drop for JetStream {
