@@ -76,6 +76,7 @@
 //!   follower.rs   ordered consumers feeding the view, in stream order
 //!   write.rs      appends and snapshots: decide, publish with expectation, ack
 //!   pipeline.rs   many writes in flight, outcomes as one at a time
+//!     resolve.rs  a write in flight: acknowledgement, view, reply
 //!   submitter.rs  the node's writes queued to one submit task, in bursts
 //!   resolver.rs   one task driving every write's resolution
 //!   head.rs       the view's head; writers woken by sequence number
