@@ -252,8 +252,11 @@ impl Feed {
 impl Drop for Feed {
     fn drop(&mut self) {
         // Not delivered (a panic while encoding): do not stall the replies
-        // after it; they deliver from the head of its request.
-        self.own.set(self.head.0);
+        // after it; they deliver from the head of its request, or from
+        // what the replies before delivered if that is later (so nothing
+        // goes out twice). A mark set already (after `deliver`) stays.
+        let before = self.prev.get().unwrap_or(0);
+        self.own.set(self.head.0.max(before));
     }
 }
 
