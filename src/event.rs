@@ -79,7 +79,7 @@ pub struct Event {
 
 /// The packed text of an event before it has a position (built before an
 /// append takes any shared step, see `EventStore::prepare`).
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Payload {
     pub(crate) text: Box<str>,
     pub(crate) type_len: u32,

@@ -22,6 +22,7 @@ use crate::event::Payload;
 use crate::store::ReplicatedEvent;
 use crate::types::{EventId, Version};
 use async_nats::HeaderMap;
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 pub(crate) const ID: &str = "Es-Id";
@@ -46,6 +47,16 @@ pub fn percent_encode(text: &str) -> String {
         }
     }
     out
+}
+
+/// [`percent_decode`], borrowing `text` when it holds no escape (the
+/// usual case): no allocation.
+fn decoded(text: &str) -> Option<Cow<'_, str>> {
+    if text.contains('%') {
+        percent_decode(text).map(Cow::Owned)
+    } else {
+        Some(Cow::Borrowed(text))
+    }
 }
 
 /// Reverses [`percent_encode`]; `None` for text it cannot have made.
@@ -116,7 +127,7 @@ pub(crate) fn read_event(headers: Option<&HeaderMap>, payload: &[u8]) -> Result<
         .and_then(EventId::parse)
         .ok_or_else(|| format!("no valid {ID} header"))?;
     let event_type = get(TYPE)
-        .and_then(percent_decode)
+        .and_then(decoded)
         .filter(|t| !t.is_empty())
         .ok_or_else(|| format!("no valid {TYPE} header"))?;
     let version = get(VERSION)
@@ -125,7 +136,7 @@ pub(crate) fn read_event(headers: Option<&HeaderMap>, payload: &[u8]) -> Result<
         .ok_or_else(|| format!("no valid {VERSION} header"))?;
     let metadata = match get(META) {
         None => None,
-        Some(m) => Some(percent_decode(m).ok_or_else(|| format!("an invalid {META} header"))?),
+        Some(m) => Some(decoded(m).ok_or_else(|| format!("an invalid {META} header"))?),
     };
     let batch = match get(BATCH) {
         None => None,
@@ -137,18 +148,12 @@ pub(crate) fn read_event(headers: Option<&HeaderMap>, payload: &[u8]) -> Result<
             Some(parsed.ok_or_else(|| format!("an invalid {BATCH} header {b:?}"))?)
         }
     };
-    let data = std::str::from_utf8(payload)
-        .map_err(|_| "a payload that is not UTF-8".to_owned())?
-        .to_owned();
-    serde_json::from_str::<&serde_json::value::RawValue>(&data)
+    let data =
+        std::str::from_utf8(payload).map_err(|_| "a payload that is not UTF-8".to_owned())?;
+    serde_json::from_str::<&serde_json::value::RawValue>(data)
         .map_err(|e| format!("a payload that is not JSON: {e}"))?;
     Ok(Incoming {
-        event: ReplicatedEvent {
-            id,
-            event_type,
-            data,
-            metadata,
-        },
+        event: ReplicatedEvent::new(id, &event_type, data, metadata.as_deref()),
         version: Version(version),
         batch,
     })
@@ -190,10 +195,13 @@ mod tests {
         let id = EventId::from_u128(0x1234_5678_9abc_4def_8123_4567_89ab_cdef);
         let headers = event_headers(&payload, id, Version(3), 1, 2);
         let back = read_event(Some(&headers), data.get().as_bytes()).expect("ours");
-        assert_eq!(back.event.id, id);
-        assert_eq!(back.event.event_type, "Type with space");
-        assert_eq!(back.event.data, "{\"n\": 1}");
-        assert_eq!(back.event.metadata.as_deref(), Some("{\"by\": \"ünï\"}"));
+        let expected = ReplicatedEvent::new(
+            id,
+            "Type with space",
+            "{\"n\": 1}",
+            Some("{\"by\": \"ünï\"}"),
+        );
+        assert_eq!(back.event, expected);
         assert_eq!(back.version, Version(3));
         assert_eq!(back.batch, Some((2, 2)));
         assert!(read_event(None, b"{}").is_err());
