@@ -1,7 +1,8 @@
 //! One task that drives the resolution of every write in flight.
 //!
 //! Each write submitted by the pipeline becomes a future (await the
-//! stream's acknowledgement, wait for the view, answer: `pipeline.rs`).
+//! stream's acknowledgement, wait for the view, answer:
+//! `pipeline/resolve.rs`).
 //! They used to be one tokio task each. A task is a 128-byte-aligned
 //! allocation of the whole future plus tokio's header, scheduled on either
 //! worker; measured on 50,000 seed requests, `tokio::spawn` alone was 9% of
