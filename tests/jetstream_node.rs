@@ -284,7 +284,11 @@ fn pipelined_appends_answer_like_one_at_a_time() {
             "--workers {workers}: reply counts differ"
         );
         for (i, (x, y)) in expected.iter().zip(&got).enumerate() {
-            assert_eq!(x, y, "--workers {workers}: reply {i} differs");
+            assert_eq!(
+                x, y,
+                "--workers {workers}: reply {i} differs; the node's stderr:\n{}",
+                replicated.stderr
+            );
         }
     }
 }

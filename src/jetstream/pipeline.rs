@@ -35,7 +35,10 @@
 //!   expectation on a subject that has a publish still in its consensus
 //!   step (err_code 10164, "wrong last sequence", seen with 2.12+), so the
 //!   append cannot be sent before the earlier one is acknowledged, whatever
-//!   its expectation; and an append sent after later ones takes a later
+//!   its expectation (and not right at the acknowledgement either: the
+//!   leader acknowledges before it clears that mark, so the next append
+//!   waits until the view holds the earlier one, `pipeline/resolve.rs`);
+//!   and an append sent after later ones takes a later
 //!   sequence number than one-at-a-time processing gives it, which the
 //!   contract forbids ("one front end on its own gives exactly the output of
 //!   one-at-a-time processing"). So publishes stay in input order and each
@@ -107,8 +110,9 @@ struct Chain {
     /// Whether the prediction can be made: `false` after a write that is
     /// decided again one at a time (its effect is unknown until it is done).
     speculable: bool,
-    /// Whether the chain's last append is acknowledged: `version` and
-    /// `last_seq` are then facts, and the next append may be sent.
+    /// Whether the chain's last append is acknowledged and in the view:
+    /// `version` and `last_seq` are then facts, and the next append may be
+    /// sent.
     confirmed: bool,
     /// The chain's last append (0: none).
     append_id: u64,

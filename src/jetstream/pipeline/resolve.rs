@@ -180,16 +180,26 @@ async fn landed(
             .map_err(|e| classify(e.kind(), e.to_string())),
         Err(failure) => Err(failure),
     };
-    if let Ok((sequence, false)) = ack {
-        slot.confirm(sequence);
-    }
     let earlier = slot.earlier_held().await;
     match ack {
         Ok((sequence, false)) => {
             // The events are stored: generous time for the view.
             let shared = &slot.shared;
             let wait = Instant::now() + shared.config.unavailable_after;
-            let result = Box::pin(shared.wait_head(sequence, wait)).await.map(|()| {
+            let in_view = Box::pin(shared.wait_head(sequence, wait)).await;
+            // The next append to this aggregate may be sent only now, not
+            // at the acknowledgement: the stream's leader sends the ack
+            // before it clears the subject's "expectation in process"
+            // mark, and a publish with an expectation that arrives in
+            // between is refused (err 10164), decided again after the
+            // appends behind it, and takes a later sequence number than
+            // one at a time would (seen once in CI, `jetstream_node`). The
+            // view holds the event only after the leader stored it and a
+            // consumer delivered it, well after that mark is cleared.
+            if in_view.is_ok() {
+                slot.confirm(sequence);
+            }
+            let result = in_view.map(|()| {
                 Written::Appended(Appended {
                     positions: Positions::Consecutive {
                         first: SequenceNumber(sequence + 1 - count),
