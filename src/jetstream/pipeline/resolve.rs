@@ -180,25 +180,32 @@ async fn landed(
             .map_err(|e| classify(e.kind(), e.to_string())),
         Err(failure) => Err(failure),
     };
-    let earlier = slot.earlier_held().await;
-    match ack {
+    // The next append to this aggregate may be sent only once the view
+    // holds this one, not at the acknowledgement: the stream's leader sends
+    // the ack before it clears the subject's "expectation in process" mark,
+    // and a publish with an expectation that arrives in between is refused
+    // (err 10164), decided again after the appends behind it, and takes a
+    // later sequence number than one at a time would (seen once in CI,
+    // `jetstream_node`). The view holds the event only after the leader
+    // stored it and a consumer delivered it, well after that mark is
+    // cleared. (Confirmed before waiting for the earlier writes, as it was
+    // at the acknowledgement: nothing of theirs is needed for it.)
+    let in_view = match ack {
         Ok((sequence, false)) => {
-            // The events are stored: generous time for the view.
             let shared = &slot.shared;
+            // The events are stored: generous time for the view.
             let wait = Instant::now() + shared.config.unavailable_after;
             let in_view = Box::pin(shared.wait_head(sequence, wait)).await;
-            // The next append to this aggregate may be sent only now, not
-            // at the acknowledgement: the stream's leader sends the ack
-            // before it clears the subject's "expectation in process"
-            // mark, and a publish with an expectation that arrives in
-            // between is refused (err 10164), decided again after the
-            // appends behind it, and takes a later sequence number than
-            // one at a time would (seen once in CI, `jetstream_node`). The
-            // view holds the event only after the leader stored it and a
-            // consumer delivered it, well after that mark is cleared.
             if in_view.is_ok() {
                 slot.confirm(sequence);
             }
+            Some(in_view)
+        }
+        _ => None,
+    };
+    let earlier = slot.earlier_held().await;
+    match (ack, in_view) {
+        (Ok((sequence, false)), Some(in_view)) => {
             let result = in_view.map(|()| {
                 Written::Appended(Appended {
                     positions: Positions::Consecutive {
@@ -212,13 +219,14 @@ async fn landed(
             let held = earlier && result.is_ok() && sequence == predicted_last;
             Ok((result, held))
         }
-        Err(Failure::Refused(why)) => Ok((
+        (Err(Failure::Refused(why)), _) => Ok((
             Err(AppendError::Invalid(InvalidAppend::new("events", why)).into()),
             false,
         )),
-        Ok((sequence, true)) => Err(format!("duplicate of {sequence}")),
-        Err(Failure::WrongLast) => Err("wrong last sequence".to_owned()),
-        Err(Failure::Transient(why)) => Err(why),
+        (Ok((sequence, true)), _) => Err(format!("duplicate of {sequence}")),
+        (Err(Failure::WrongLast), _) => Err("wrong last sequence".to_owned()),
+        (Err(Failure::Transient(why)), _) => Err(why),
+        (Ok((_, false)), None) => unreachable!("a stored ack is always waited for in the view"),
     }
 }
 
