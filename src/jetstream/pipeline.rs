@@ -137,7 +137,8 @@ pub(crate) struct Pipeline {
     /// Drives every write's resolution (`resolver.rs`).
     resolver: Resolver,
     window: Arc<Semaphore>,
-    /// Bumped whenever an append is acknowledged or a write is done.
+    /// Bumped whenever an append is confirmed (acknowledged and in the
+    /// view) or a write is done.
     progress: watch::Sender<u64>,
     /// Counts for `EVENTSTORE_DEBUG_PIPELINE` (see [`Pipeline::report`]).
     stats: Stats,
@@ -277,7 +278,7 @@ type Sending = (Version, u64, u64, u64);
 
 /// What the submit step makes of an append now.
 enum Decision {
-    /// Wait for progress (an acknowledgement, a write done), then decide.
+    /// Wait for progress (an append confirmed, a write done), then decide.
     Wait,
     /// Decided on the view: no write.
     Now(WriteResult),
@@ -362,8 +363,8 @@ pub(crate) async fn submit_append(
         return reply.send(window_closed());
     };
     let count = ids.len() as u64;
-    // An aggregate whose last append in flight is not acknowledged yet:
-    // wait for that (see the module docs: the stream cannot check an
+    // An aggregate whose last append in flight is not acknowledged and in
+    // the view yet: wait for that (see the module docs: the stream cannot check an
     // expectation on a subject with a publish in flight); a client id
     // carried by a write in flight: wait for every write in flight.
     let mut progress = shared.pipeline.progress.subscribe();
@@ -384,7 +385,7 @@ pub(crate) async fn submit_append(
         match decision {
             Decision::Go(plan, registered) => break (plan, registered),
             Decision::Now(result) => return reply.send(result),
-            // Every acknowledgement and every finished write bumps it.
+            // Every confirmed append and every finished write bumps it.
             Decision::Wait => {
                 if !waited {
                     waited = true;

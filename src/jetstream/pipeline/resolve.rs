@@ -68,8 +68,9 @@ impl Slot {
         .await
     }
 
-    /// This append is acknowledged, its last event at `last_seq`: if it is
-    /// still its chain's last append, the chain's state is now a fact.
+    /// This append is acknowledged and in the view, its last event at
+    /// `last_seq`: if it is still its chain's last append, the chain's state
+    /// is now a fact.
     fn confirm(&self, last_seq: u64) {
         {
             let mut overlay = self.shared.pipeline.overlay.lock();
