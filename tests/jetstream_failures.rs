@@ -19,6 +19,9 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+/// Text shared between threads.
+type Shared = Arc<Mutex<String>>;
+
 fn nats_args(cluster: &nats::Cluster, stream: &str, extra: &[&str]) -> Vec<String> {
     let mut args = vec![
         "--nats".to_owned(),
@@ -95,13 +98,21 @@ fn two_front_ends_write_hot_aggregates_while_a_server_is_killed() {
     let seed = test_seed("two_front_ends_write_hot_aggregates_while_a_server_is_killed");
     let per_writer = 150;
     let done = Arc::new(Mutex::new(0usize));
+    // Each writer's node stderr and its last request, for a stall report.
+    let logs: Arc<Mutex<Vec<(Shared, Shared)>>> = Arc::default();
     let writers: Vec<_> = (0..2u64)
         .map(|w| {
             let args = args.clone();
             let done = Arc::clone(&done);
+            let logs = Arc::clone(&logs);
             thread::spawn(move || {
                 let mut rng = Rng::new(seed ^ w);
                 let mut s = start(&args);
+                let last = Arc::new(Mutex::new(String::new()));
+                s.set_last_request(Arc::clone(&last));
+                logs.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((s.stderr_log(), last));
                 let mut msg_id = 0;
                 let mut acked = Vec::new();
                 for i in 0..per_writer {
@@ -172,7 +183,17 @@ fn two_front_ends_write_hot_aggregates_while_a_server_is_killed() {
     let wait_done = |n: usize| {
         let deadline = Instant::now() + Duration::from_secs(120);
         while *done.lock().unwrap_or_else(|p| p.into_inner()) < n {
-            assert!(Instant::now() < deadline, "writers stalled");
+            if Instant::now() > deadline {
+                let mut report = String::new();
+                for (w, (stderr, last)) in logs.lock().unwrap().iter().enumerate() {
+                    let stderr = stderr.lock().unwrap_or_else(|p| p.into_inner());
+                    let last = last.lock().unwrap_or_else(|p| p.into_inner());
+                    report.push_str(&format!(
+                        "front end {w}: last request {last}\nstderr:\n{stderr}\n"
+                    ));
+                }
+                panic!("writers stalled before {n} rounds\n{report}");
+            }
             thread::sleep(Duration::from_millis(20));
         }
     };

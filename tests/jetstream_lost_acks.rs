@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 /// returns the reply body.
 fn append_losing_its_ack(
     s: &mut Session,
-    proxy: &nats::proxy::AckDropper,
+    proxy: &nats::proxy::Proxy,
     msg_id: u64,
     mut body: Value,
 ) -> Value {
@@ -41,7 +41,7 @@ fn an_append_whose_acknowledgement_is_lost_is_stored_once_and_answered_as_stored
         .next()
         .and_then(|u| u.strip_prefix("nats://"))
         .expect("a server URL");
-    let proxy = nats::proxy::AckDropper::start(first);
+    let proxy = nats::proxy::Proxy::start(first);
     let args = [
         "--nats",
         &proxy.url(),

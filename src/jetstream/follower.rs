@@ -15,21 +15,26 @@
 //!
 //! The ordered consumer recreates itself after a gap or a lost heartbeat
 //! (server lost, leader change); a follower that fails otherwise starts a
-//! new consumer from where the view is. A message that is not ours, or an
-//! append that does not continue the view, stops the follower for good:
-//! the view then stays as it was, every later write gets error 11 naming
-//! the problem, and reads keep being served.
+//! new consumer from where the view is. Every message's sequence number is
+//! checked against the one due (`gather.rs`): one that comes again (the
+//! ordered consumer may recreate itself from the stream's start) starts a
+//! new consumer too. A message that is not ours, a gap still there from a
+//! new consumer, an append that does not continue the view, or a panic
+//! stops the follower for good: the view then stays as it was, every later
+//! write gets error 11 naming the problem, and reads keep being served.
 //!
 //! [`EventStore::apply_replicated`]: crate::EventStore::apply_replicated
 
 use super::Shared;
+use super::gather::{Gatherer, Step};
 use super::headers::{self, SNAPSHOT_SEQ, SNAPSHOT_VERSION};
+use super::resolver::panic_text;
 use super::subject;
-use crate::store::ReplicatedEvent;
 use crate::time::Timestamp;
 use crate::types::{SequenceNumber, Version};
 use async_nats::jetstream::consumer::{DeliverPolicy, push};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,6 +42,9 @@ use std::time::Duration;
 enum Stop {
     /// Try again with a new consumer.
     Retry(String),
+    /// A message beyond the one due (`due`): try again with a new
+    /// consumer, and stop for good if the gap is there again.
+    Gap { due: u64, why: String },
     /// Stop for good.
     Fatal(String),
 }
@@ -60,21 +68,45 @@ pub(crate) enum Followed {
 /// Follows a stream into the view until the process ends or a fatal
 /// problem; a transient one restarts it after a pause.
 pub(crate) async fn follow(shared: Arc<Shared>, what: Followed) {
+    // A panic (a broken invariant) would end the task silently and leave
+    // writers waiting for a view that never moves: stop the view instead,
+    // so that writes get error 11 naming it.
+    let run = AssertUnwindSafe(follow_until_fatal(&shared, what)).catch_unwind();
+    if let Err(payload) = run.await {
+        let panic = panic_text(payload.as_ref());
+        shared.fail(format!("the {what:?} follower panicked: {panic}"));
+    }
+}
+
+async fn follow_until_fatal(shared: &Shared, what: Followed) {
+    // Where the last run found a gap: a fresh consumer finding it again
+    // means messages are missing from the stream.
+    let mut last_gap = None;
     loop {
         let stop = match what {
-            Followed::Events => events_once(&shared).await,
-            Followed::Snapshots => snapshots_once(&shared).await,
+            Followed::Events => events_once(shared).await,
+            Followed::Snapshots => snapshots_once(shared).await,
         };
-        match stop {
+        let why = match stop {
+            Stop::Gap { due, why } if last_gap != Some(due) => {
+                last_gap = Some(due);
+                why
+            }
+            Stop::Gap { why, .. } => {
+                shared.fail(format!("{why}, again from a new consumer"));
+                return;
+            }
             Stop::Retry(why) => {
-                shared.note(&format!("{what:?} follower restarts: {why}"));
-                tokio::time::sleep(RETRY_PAUSE).await;
+                last_gap = None;
+                why
             }
             Stop::Fatal(why) => {
                 shared.fail(why);
                 return;
             }
-        }
+        };
+        shared.note(&format!("{what:?} follower restarts: {why}"));
+        tokio::time::sleep(RETRY_PAUSE).await;
     }
 }
 
@@ -112,8 +144,7 @@ async fn events_once(shared: &Shared) -> Stop {
         Ok(m) => m,
         Err(e) => return retry(e),
     };
-    // The events of a batch read so far: (seq, aggregate, event, version).
-    let mut batch: Vec<(u64, String, ReplicatedEvent, Version)> = Vec::new();
+    let mut gatherer = Gatherer::new(next);
     while let Some(message) = messages.next().await {
         let message = match message {
             Ok(m) => m,
@@ -123,48 +154,29 @@ async fn events_once(shared: &Shared) -> Stop {
             Ok(info) => (info.stream_sequence, stream_time(&info)),
             Err(e) => return retry(e),
         };
-        let Some(aggregate_id) = subject::decode(name, &message.subject) else {
-            return Stop::Fatal(format!(
-                "message {seq} has subject {:?}, which names no aggregate",
-                message.subject.as_str()
-            ));
-        };
-        let incoming = match headers::read_event(message.headers.as_ref(), &message.payload) {
-            Ok(i) => i,
-            Err(why) => return Stop::Fatal(format!("message {seq} is not an event: {why}")),
-        };
-        let (first_seq, first_version, events) = match incoming.batch {
-            None => (seq, incoming.version, vec![incoming.event]),
-            Some((index, count)) => {
-                let in_line = batch.len() as u64 + 1 == index
-                    && batch
-                        .last()
-                        .is_none_or(|(s, a, _, _)| s + 1 == seq && *a == aggregate_id);
-                if !in_line {
-                    return Stop::Fatal(format!(
-                        "message {seq} is event {index} of a batch of {count}, out of line"
-                    ));
-                }
-                batch.push((seq, aggregate_id.clone(), incoming.event, incoming.version));
-                if index < count {
-                    continue;
-                }
-                let (first, _, _, version) = &batch[0];
-                let (first, version) = (*first, *version);
-                let events = batch.drain(..).map(|(_, _, e, _)| e).collect();
-                (first, version, events)
-            }
+        let aggregate_id = subject::decode(name, &message.subject);
+        let incoming = headers::read_event(message.headers.as_ref(), &message.payload);
+        let append = match gatherer.take(seq, aggregate_id, incoming) {
+            Step::More => continue,
+            Step::Append(append) => append,
+            Step::WentBack(why) => return Stop::Retry(why),
+            Step::Gap { due, why } => return Stop::Gap { due, why },
+            Step::Fatal(why) => return Stop::Fatal(why),
         };
         if let Err(why) = shared.view.apply_replicated(
-            &aggregate_id,
-            SequenceNumber(first_seq),
-            first_version,
-            events,
+            &append.aggregate_id,
+            SequenceNumber(append.first_seq),
+            append.first_version,
+            append.events,
             at,
         ) {
             return Stop::Fatal(format!("message {seq} does not continue the view: {why}"));
         }
-        shared.head.advance(shared.view.head().0);
+        // Paired with the gatherer's check of each message: the view's
+        // head is the last message taken.
+        let head = shared.view.head().0;
+        assert_eq!(head, seq, "the view's head is not the message just applied");
+        shared.head.advance(head);
     }
     Stop::Retry("the event consumer ended".to_owned())
 }

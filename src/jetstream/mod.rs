@@ -60,6 +60,7 @@
 
 pub mod error;
 mod follower;
+mod gather;
 mod head;
 mod head_watch;
 pub mod headers;

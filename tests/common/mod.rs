@@ -23,7 +23,7 @@ pub use support::*;
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -496,7 +496,18 @@ pub struct Session {
     child: Child,
     stdin: Option<ChildStdin>,
     replies: mpsc::Receiver<String>,
-    stderr: Option<thread::JoinHandle<String>>,
+    /// stderr so far, filled line by line while the node runs.
+    stderr_log: Arc<Mutex<String>>,
+    stderr: Option<thread::JoinHandle<()>>,
+    /// If set, the last request sent and when, for a stall report.
+    last_request: Option<Arc<Mutex<String>>>,
+}
+
+/// The wall-clock time as seconds since the epoch, for reports.
+fn wall_clock() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 impl Session {
@@ -524,22 +535,34 @@ impl Session {
                 }
             }
         });
-        let mut err = child.stderr.take().unwrap();
+        let err = child.stderr.take().unwrap();
+        let stderr_log = Arc::new(Mutex::new(String::new()));
+        let log = Arc::clone(&stderr_log);
         let stderr = thread::spawn(move || {
-            let mut s = Vec::new();
-            let _ = err.read_to_end(&mut s);
-            String::from_utf8_lossy(&s).into_owned()
+            let mut err = BufReader::new(err);
+            let mut line = Vec::new();
+            while matches!(err.read_until(b'\n', &mut line), Ok(n) if n > 0) {
+                let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
+                log.push_str(&String::from_utf8_lossy(&line));
+                line.clear();
+            }
         });
         Session {
             child,
             stdin,
             replies: rx,
+            stderr_log,
             stderr: Some(stderr),
+            last_request: None,
         }
     }
 
     /// Writes one line (a `\n` is added) and flushes.
     pub fn send(&mut self, line: &str) {
+        if let Some(last) = &self.last_request {
+            let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
+            *last = format!("sent at {:.3}: {line}", wall_clock());
+        }
         let stdin = self.stdin.as_mut().expect("stdin already closed");
         stdin.write_all(line.as_bytes()).expect("write request");
         stdin.write_all(b"\n").expect("write request");
@@ -548,14 +571,42 @@ impl Session {
 
     /// Waits for the next reply line, panicking after [`TIMEOUT`].
     pub fn recv(&mut self) -> Value {
-        match self.replies.recv_timeout(TIMEOUT) {
+        let reply = self.replies.recv_timeout(TIMEOUT);
+        if let (Some(last), Ok(_)) = (&self.last_request, &reply) {
+            let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
+            last.push_str(&format!(" (a reply came at {:.3})", wall_clock()));
+        }
+        match reply {
             Ok(l) => serde_json::from_str(&l)
                 .unwrap_or_else(|e| panic!("reply is not JSON ({e}): {l:?}")),
             Err(e) => {
                 let _ = self.child.kill();
-                panic!("no reply within {TIMEOUT:?} while stdin is open ({e})");
+                panic!(
+                    "no reply within {TIMEOUT:?} while stdin is open ({e}); stderr so far:\n{}",
+                    self.stderr_so_far()
+                );
             }
         }
+    }
+
+    /// Keeps the last request sent (and when) in `last`, for a stall
+    /// report from another thread.
+    pub fn set_last_request(&mut self, last: Arc<Mutex<String>>) {
+        self.last_request = Some(last);
+    }
+
+    /// What the node has written on stderr so far.
+    pub fn stderr_so_far(&self) -> String {
+        self.stderr_log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// A handle on the node's stderr so far, readable from another thread
+    /// (e.g. to report what the nodes said when a test stalls).
+    pub fn stderr_log(&self) -> Arc<Mutex<String>> {
+        Arc::clone(&self.stderr_log)
     }
 
     /// The next line within `timeout`, parsed; `None` if none came (the
@@ -572,7 +623,10 @@ impl Session {
             Ok(l) => l,
             Err(e) => {
                 let _ = self.child.kill();
-                panic!("no reply within {TIMEOUT:?} while stdin is open ({e})");
+                panic!(
+                    "no reply within {TIMEOUT:?} while stdin is open ({e}); stderr so far:\n{}",
+                    self.stderr_so_far()
+                );
             }
         }
     }
@@ -607,8 +661,8 @@ impl Session {
                     .unwrap_or_else(|e| panic!("reply is not JSON ({e}): {l:?}")),
             );
         }
-        let stderr = self.stderr.take().unwrap().join().unwrap();
-        (status, rest, stderr)
+        self.stderr.take().unwrap().join().unwrap();
+        (status, rest, self.stderr_so_far())
     }
 }
 
@@ -877,6 +931,7 @@ impl Session {
         let _ = self.child.kill();
         let _ = self.child.wait();
         drop(self.stdin.take());
-        self.stderr.take().unwrap().join().unwrap()
+        self.stderr.take().unwrap().join().unwrap();
+        self.stderr_so_far()
     }
 }

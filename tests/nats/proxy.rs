@@ -1,38 +1,55 @@
-//! A loopback TCP proxy in front of one NATS server that can lose
-//! JetStream publish acknowledgements on demand: the lost-ack case of the
-//! issue ("a publish whose acknowledgement is lost is retried with the same
-//! `Nats-Msg-Id`, so it is stored once"), made deterministic.
+//! A loopback TCP proxy in front of one NATS server that makes network
+//! failures deterministic:
+//! - it loses JetStream publish acknowledgements on demand: the lost-ack
+//!   case of the issue ("a publish whose acknowledgement is lost is retried
+//!   with the same `Nats-Msg-Id`, so it is stored once");
+//! - it loses consumers' idle heartbeats while told to, so that the
+//!   client's ordered consumer reports a missed heartbeat;
+//! - it cuts every connection at once, so that the client reconnects.
 //!
 //! Client → server bytes pass unchanged. Server → client bytes are parsed
 //! as NATS protocol operations (`MSG`/`HMSG` with their payloads, every
-//! other operation one line); while armed, a `MSG` (no headers) whose
+//! other operation one line). While armed, a `MSG` (no headers) whose
 //! payload is a publish acknowledgement (`{"stream":…,"seq":…}`, no
-//! `"error"`) is swallowed and the count goes down. Everything else passes:
-//! events pushed to consumers come as `HMSG`, API replies are not acks.
+//! `"error"`) is swallowed and the count goes down; events pushed to
+//! consumers come as `HMSG`, API replies are not acks. While heartbeats are
+//! lost, an `HMSG` whose headers are a `100` status (idle heartbeat, flow
+//! control) is swallowed. Everything else passes.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 
 /// See the module docs.
-pub struct AckDropper {
+pub struct Proxy {
     port: u16,
-    armed: Arc<AtomicUsize>,
-    dropped: Arc<AtomicUsize>,
+    rules: Arc<Rules>,
 }
 
-impl AckDropper {
+/// What the proxy loses, shared with its connections' threads.
+#[derive(Default)]
+struct Rules {
+    /// Acknowledgements still to lose.
+    armed: AtomicUsize,
+    /// Acknowledgements lost so far.
+    dropped: AtomicUsize,
+    /// Whether idle heartbeats are lost.
+    no_heartbeats: AtomicBool,
+    /// Whether idle heartbeats claim a consumer sequence never delivered.
+    false_heartbeats: AtomicBool,
+}
+
+impl Proxy {
     /// Listens on a free loopback port, forwarding each connection to
     /// `upstream` (`host:port`).
-    pub fn start(upstream: &str) -> AckDropper {
+    pub fn start(upstream: &str) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
         let port = listener.local_addr().expect("proxy address").port();
-        let armed = Arc::new(AtomicUsize::new(0));
-        let dropped = Arc::new(AtomicUsize::new(0));
+        let rules = Arc::new(Rules::default());
         let upstream = upstream.to_owned();
-        let (a, d) = (Arc::clone(&armed), Arc::clone(&dropped));
+        let r = Arc::clone(&rules);
         thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { break };
@@ -47,15 +64,11 @@ impl AckDropper {
                     server.try_clone().expect("clone"),
                 );
                 thread::spawn(move || copy(c2, s2));
-                let (a, d) = (Arc::clone(&a), Arc::clone(&d));
-                thread::spawn(move || filter(server, client, &a, &d));
+                let r = Arc::clone(&r);
+                thread::spawn(move || filter(server, client, &r));
             }
         });
-        AckDropper {
-            port,
-            armed,
-            dropped,
-        }
+        Proxy { port, rules }
     }
 
     /// The URL to give the client.
@@ -65,13 +78,48 @@ impl AckDropper {
 
     /// Loses the next `n` publish acknowledgements.
     pub fn drop_next_acks(&self, n: usize) {
-        self.armed.fetch_add(n, Ordering::SeqCst);
+        self.rules.armed.fetch_add(n, Ordering::SeqCst);
     }
 
     /// Acknowledgements lost so far.
     pub fn dropped(&self) -> usize {
-        self.dropped.load(Ordering::SeqCst)
+        self.rules.dropped.load(Ordering::SeqCst)
     }
+
+    /// Loses (`true`) or passes (`false`) idle heartbeats from now on.
+    pub fn lose_heartbeats(&self, lose: bool) {
+        self.rules.no_heartbeats.store(lose, Ordering::SeqCst);
+    }
+
+    /// From now on, idle heartbeats claim (`true`) that the consumer
+    /// delivered messages the client never got (`Nats-Last-Consumer`
+    /// raised), as after messages lost in flight; or pass as sent.
+    pub fn falsify_heartbeats(&self, falsify: bool) {
+        self.rules.false_heartbeats.store(falsify, Ordering::SeqCst);
+    }
+}
+
+/// An idle heartbeat `HMSG` frame whose `Nats-Last-Consumer` header is
+/// raised by a million (the sizes on its first line fixed up).
+fn falsified(frame: &[u8]) -> Vec<u8> {
+    const HEADER: &str = "Nats-Last-Consumer: ";
+    let text = String::from_utf8_lossy(frame);
+    let Some(at) = text.find(HEADER).map(|i| i + HEADER.len()) else {
+        return frame.to_vec();
+    };
+    let end = at + text[at..].find("\r\n").expect("a header line");
+    let claimed: u64 = text[at..end].parse().expect("a consumer sequence");
+    let raised = (claimed + 1_000_000).to_string();
+    let grown = raised.len() - (end - at);
+    let body = format!("{}{raised}{}", &text[..at], &text[end..]);
+    // The first line: HMSG <subject> <sid> [reply] <header size> <total size>.
+    let line_end = body.find("\r\n").expect("a first line");
+    let mut tokens: Vec<String> = body[..line_end].split(' ').map(str::to_owned).collect();
+    let n = tokens.len();
+    for token in &mut tokens[n - 2..] {
+        *token = (token.parse::<usize>().expect("a size") + grown).to_string();
+    }
+    format!("{}{}", tokens.join(" "), &body[line_end..]).into_bytes()
 }
 
 fn copy(mut from: TcpStream, mut to: TcpStream) {
@@ -79,7 +127,7 @@ fn copy(mut from: TcpStream, mut to: TcpStream) {
     let _ = to.shutdown(Shutdown::Write);
 }
 
-fn filter(server: TcpStream, mut client: TcpStream, armed: &AtomicUsize, dropped: &AtomicUsize) {
+fn filter(server: TcpStream, mut client: TcpStream, rules: &Rules) {
     let mut from = BufReader::new(server);
     let mut line = Vec::new();
     loop {
@@ -92,6 +140,7 @@ fn filter(server: TcpStream, mut client: TcpStream, armed: &AtomicUsize, dropped
         let op = text.split_ascii_whitespace().next().unwrap_or("");
         let mut frame = line.clone();
         let mut is_ack = false;
+        let mut is_heartbeat = false;
         if op.eq_ignore_ascii_case("MSG") || op.eq_ignore_ascii_case("HMSG") {
             // The last token is the payload size (headers included).
             let size: usize = text
@@ -108,15 +157,23 @@ fn filter(server: TcpStream, mut client: TcpStream, armed: &AtomicUsize, dropped
                 && body.starts_with("{\"stream\":")
                 && body.contains("\"seq\":")
                 && !body.contains("\"error\"");
+            is_heartbeat = op.eq_ignore_ascii_case("HMSG") && body.starts_with("NATS/1.0 100");
             frame.extend_from_slice(&payload);
         }
         if is_ack
-            && armed
+            && rules
+                .armed
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                 .is_ok()
         {
-            dropped.fetch_add(1, Ordering::SeqCst);
+            rules.dropped.fetch_add(1, Ordering::SeqCst);
             continue;
+        }
+        if is_heartbeat && rules.no_heartbeats.load(Ordering::SeqCst) {
+            continue;
+        }
+        if is_heartbeat && rules.false_heartbeats.load(Ordering::SeqCst) {
+            frame = falsified(&frame);
         }
         if client.write_all(&frame).is_err() {
             break;

@@ -1,0 +1,119 @@
+//! A front end's view recovers from its consumer's failures, made
+//! deterministic with the proxy of `tests/nats/proxy.rs`: heartbeats lost
+//! until the follower starts a new consumer, then a heartbeat claiming
+//! messages that never came, before that consumer has delivered anything.
+//! The client's ordered consumer then recreates itself from the stream's
+//! first message (async-nats 0.52 starts after the last message it
+//! delivered, and it delivered none), and messages the view already holds
+//! come again. The view must start a new consumer from its head, not stop:
+//! writes through this front end still succeed, and its view stays equal
+//! to another front end's.
+
+#![cfg(feature = "jetstream")]
+
+mod common;
+mod nats;
+
+use common::*;
+use serde_json::{Value, json};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Appends one event to `aggregate` through `s` until it is appended:
+/// error 11 is retried (the client reconnecting), except one saying that
+/// the view stopped, which never goes away.
+fn append(s: &mut Session, msg_id: u64, aggregate: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let id = format!("00000000-0000-4000-8000-{msg_id:012}");
+    loop {
+        let body = s.call(&req(json!({"type": "append", "msg_id": msg_id,
+            "aggregate_id": aggregate, "event_type": "E", "event_data": {},
+            "version": "any", "event_id": id})));
+        match body["type"].as_str() {
+            Some("appended") => return body,
+            Some("error")
+                if body["code"] == 11
+                    && !body["message"].as_str().unwrap_or("").contains("stopped")
+                    && Instant::now() < deadline =>
+            {
+                thread::sleep(Duration::from_millis(100));
+            }
+            _ => panic!("append {msg_id}: {body}\nstderr:\n{}", s.stderr_so_far()),
+        }
+    }
+}
+
+/// Waits until `what` shows in the node's stderr.
+fn wait_for_stderr(s: &Session, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !s.stderr_so_far().contains(what) {
+        let stderr = s.stderr_so_far();
+        assert!(
+            Instant::now() < deadline && !stderr.contains("view stopped"),
+            "no {what:?} on stderr:\n{stderr}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_consumer_recreated_from_the_start_does_not_stop_the_view() {
+    let _turn = nats::one_cluster_at_a_time();
+    let cluster = nats::Cluster::start();
+    let urls = cluster.urls();
+    let first = urls
+        .split(',')
+        .next()
+        .and_then(|u| u.strip_prefix("nats://"))
+        .expect("a server URL");
+    let proxy = nats::proxy::Proxy::start(first);
+    let direct = ["--nats", urls.as_str(), "--nats-stream", "recover"];
+    let proxied = ["--nats", &proxy.url(), "--nats-stream", "recover"];
+
+    // Some events, then a front end through the proxy that holds them.
+    let mut writer = Session::start(&direct);
+    for i in 1..=3 {
+        assert_eq!(append(&mut writer, i, "acct-1")["sequence_number"], i);
+    }
+    let mut front = Session::start(&proxied);
+    let (_, head) = read_whole_log(&mut front);
+    assert_eq!(head, 3);
+
+    // Heartbeats lost: the ordered consumer reports a missed heartbeat
+    // (after twice its 5 s interval) and the follower starts a new one.
+    proxy.lose_heartbeats(true);
+    wait_for_stderr(&front, "Events follower restarts: missed idle heartbeat");
+    proxy.lose_heartbeats(false);
+    // A heartbeat now says that this new consumer delivered messages the
+    // client never got: the ordered consumer recreates itself, from the
+    // stream's start, as it has delivered nothing yet (no event is written
+    // meanwhile). Messages 1..3 come again; the follower must notice and
+    // start a fresh consumer from its head.
+    proxy.falsify_heartbeats(true);
+    wait_for_stderr(&front, "the consumer went back to message 1");
+    proxy.falsify_heartbeats(false);
+
+    // Writes through the front end go on, and both views agree.
+    for i in 4..=6 {
+        assert_eq!(append(&mut front, i, "acct-2")["sequence_number"], i);
+    }
+    assert_eq!(append(&mut writer, 7, "acct-1")["sequence_number"], 7);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (ours, theirs) = loop {
+        let (ours, head) = read_whole_log(&mut front);
+        if head == 7 {
+            break (ours, read_whole_log(&mut writer).0);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the front end's view is at {head}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(ours, theirs, "the two views differ");
+    for s in [front, writer] {
+        let (status, _, stderr) = s.finish();
+        assert!(status.success(), "{stderr}");
+        assert!(!stderr.contains("view stopped"), "{stderr}");
+    }
+}
