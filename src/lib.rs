@@ -74,6 +74,7 @@
 //!   headers.rs    one event ↔ one message (id, type, version, metadata)
 //!   setup.rs      connecting; the event and snapshot streams
 //!   follower.rs   ordered consumers feeding the view, in stream order
+//!   gather.rs     messages → appends, each message checked as the one due
 //!   write.rs      appends and snapshots: decide, publish with expectation, ack
 //!   pipeline.rs   many writes in flight, outcomes as one at a time
 //!     resolve.rs  a write in flight: acknowledgement, view, reply
