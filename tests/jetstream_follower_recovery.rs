@@ -117,3 +117,53 @@ fn a_consumer_recreated_from_the_start_does_not_stop_the_view() {
         assert!(!stderr.contains("view stopped"), "{stderr}");
     }
 }
+
+/// The server's consumer stops delivering while its heartbeats go on
+/// (claiming nothing new was delivered): the client's ordered consumer
+/// sees nothing wrong, so only the follower's watchdog can notice, from a
+/// write waiting for an event the stream acknowledged. It starts a new
+/// consumer; the write's retry is then answered with its sequence number.
+#[test]
+fn a_consumer_stuck_on_the_server_is_replaced_while_a_write_waits() {
+    let _turn = nats::one_cluster_at_a_time();
+    let cluster = nats::Cluster::start();
+    let urls = cluster.urls();
+    let first = urls
+        .split(',')
+        .next()
+        .and_then(|u| u.strip_prefix("nats://"))
+        .expect("a server URL");
+    let proxy = nats::proxy::Proxy::start(first);
+    let args = [
+        "--nats",
+        &proxy.url(),
+        "--nats-stream",
+        "stuck",
+        "--nats-timeout-ms",
+        "2000",
+    ];
+    let mut front = Session::start(&args);
+    assert_eq!(append(&mut front, 1, "acct-1")["sequence_number"], 1);
+
+    proxy.stall_consumers();
+    // Stored, but the view never gets it from the stalled consumer: error
+    // 11 at the end of the wait (the watchdog's new consumer may also
+    // bring it in time: then it is appended).
+    let body = front.call(&req(json!({"type": "append", "msg_id": 2,
+        "aggregate_id": "acct-1", "event_type": "E", "event_data": {},
+        "version": "any", "event_id": "00000000-0000-4000-8000-000000000002"})));
+    match body["type"].as_str() {
+        Some("appended") => assert_eq!(body["sequence_number"], 2, "{body}"),
+        Some("error") => assert_eq!(body["code"], 11, "{body}"),
+        _ => panic!("{body}"),
+    }
+    // Retried with the same id until answered: the view gets it.
+    assert_eq!(append(&mut front, 2, "acct-1")["sequence_number"], 2);
+    assert_eq!(append(&mut front, 3, "acct-1")["sequence_number"], 3);
+    let (status, _, stderr) = front.finish();
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains("Events follower restarts: no message for"),
+        "the watchdog did not start a new consumer:\n{stderr}"
+    );
+}

@@ -33,10 +33,13 @@ use super::subject;
 use crate::time::Timestamp;
 use crate::types::{SequenceNumber, Version};
 use async_nats::jetstream::consumer::{DeliverPolicy, push};
+use futures_util::future::{Either, select};
 use futures_util::{FutureExt, StreamExt};
 use std::panic::AssertUnwindSafe;
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::time::Instant;
 
 /// How a follower's run ended.
 enum Stop {
@@ -52,6 +55,15 @@ enum Stop {
 fn retry(e: impl std::fmt::Display) -> Stop {
     Stop::Retry(e.to_string())
 }
+
+/// The event follower's watchdog period. The client's ordered consumer
+/// recreates itself when heartbeats stop, but nothing checks that it
+/// delivers what the stream holds: a consumer stuck in its recreation, or
+/// fed by a stuck server, would leave every write waiting for the view
+/// (error 11) for as long as it lasts. So when a whole period passes with
+/// no message while a writer waits for an acknowledged event the view does
+/// not hold, the follower starts a new consumer from its head.
+const WATCHDOG_PERIOD: Duration = Duration::from_secs(5);
 
 /// Pause before a new consumer after a failure.
 const RETRY_PAUSE: Duration = Duration::from_millis(250);
@@ -145,7 +157,22 @@ async fn events_once(shared: &Shared) -> Stop {
         Err(e) => return retry(e),
     };
     let mut gatherer = Gatherer::new(next);
-    while let Some(message) = messages.next().await {
+    let mut watchdog = pin!(tokio::time::sleep(WATCHDOG_PERIOD));
+    let mut quiet = true;
+    loop {
+        let message = match select(messages.next(), watchdog.as_mut()).await {
+            Either::Left((Some(message), _)) => message,
+            Either::Left((None, _)) => break,
+            Either::Right(((), _)) => {
+                if let Some(stop) = stalled(shared, quiet) {
+                    return stop;
+                }
+                quiet = true;
+                watchdog.as_mut().reset(Instant::now() + WATCHDOG_PERIOD);
+                continue;
+            }
+        };
+        quiet = false;
         let message = match message {
             Ok(m) => m,
             Err(e) => return retry(e),
@@ -179,6 +206,17 @@ async fn events_once(shared: &Shared) -> Stop {
         shared.head.advance(head);
     }
     Stop::Retry("the event consumer ended".to_owned())
+}
+
+/// The watchdog's check, once a period: `Some` (start a new consumer) when
+/// no message came in the whole period (`quiet`) while a writer waits for
+/// an event the stream acknowledged beyond the view's head.
+fn stalled(shared: &Shared, quiet: bool) -> Option<Stop> {
+    let head = shared.view.head().0;
+    let awaited = shared.head.awaited().filter(|&seq| quiet && seq > head)?;
+    Some(Stop::Retry(format!(
+        "no message for {WATCHDOG_PERIOD:?} while a write waits for {awaited} (the view is at {head})"
+    )))
 }
 
 async fn snapshots_once(shared: &Shared) -> Stop {

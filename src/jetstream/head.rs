@@ -108,6 +108,15 @@ impl Head {
         rx.await.map_err(|_| Stopped)
     }
 
+    /// The highest sequence number a writer waits for, if any (a waiter
+    /// that gave up counts until the head passes it). Writers only wait
+    /// for events the stream acknowledged, so one above the head means the
+    /// stream holds an event the view does not yet.
+    pub(crate) fn awaited(&self) -> Option<u64> {
+        let waiters = self.waiters.lock();
+        waiters.as_ref()?.last_key_value().map(|(&seq, _)| seq)
+    }
+
     /// The follower stopped for good: every waiter (now and later) below
     /// the head gets `Err`, and watch receivers are woken.
     pub(crate) fn stop(&self) {
@@ -160,6 +169,29 @@ mod tests {
             head.advance(5);
             assert_eq!(five.await.expect("task"), Ok(()));
         });
+    }
+
+    #[test]
+    fn awaited_is_the_highest_wait_above_the_head_until_it_is_passed() {
+        use futures_util::FutureExt;
+        let head = Head::new();
+        assert_eq!(head.awaited(), None);
+        // Polled once: registered, not done.
+        let mut four = Box::pin(head.wait(4));
+        let mut seven = Box::pin(head.wait(7));
+        assert!(four.as_mut().now_or_never().is_none());
+        assert!(seven.as_mut().now_or_never().is_none());
+        assert_eq!(head.awaited(), Some(7));
+        // A waiter that gave up still counts: its event is stored.
+        drop(seven);
+        assert_eq!(head.awaited(), Some(7));
+        head.advance(5);
+        assert_eq!(four.now_or_never(), Some(Ok(())));
+        assert_eq!(head.awaited(), Some(7));
+        head.advance(7);
+        assert_eq!(head.awaited(), None);
+        head.stop();
+        assert_eq!(head.awaited(), None);
     }
 
     #[test]

@@ -5,7 +5,10 @@
 //!   with the same `Nats-Msg-Id`, so it is stored once");
 //! - it loses consumers' idle heartbeats while told to, so that the
 //!   client's ordered consumer reports a missed heartbeat;
-//! - it cuts every connection at once, so that the client reconnects.
+//! - it makes heartbeats claim deliveries that never came, so that the
+//!   ordered consumer recreates itself;
+//! - it stalls consumers: deliveries lost, heartbeats claiming none was
+//!   made, so that the client sees a consumer with nothing to deliver.
 //!
 //! Client → server bytes pass unchanged. Server → client bytes are parsed
 //! as NATS protocol operations (`MSG`/`HMSG` with their payloads, every
@@ -14,8 +17,11 @@
 //! `"error"`) is swallowed and the count goes down; events pushed to
 //! consumers come as `HMSG`, API replies are not acks. While heartbeats are
 //! lost, an `HMSG` whose headers are a `100` status (idle heartbeat, flow
-//! control) is swallowed. Everything else passes.
+//! control) is swallowed. A delivery is an `HMSG` whose reply subject is
+//! `$JS.ACK.…` (it carries the consumer sequence number); heartbeats name
+//! the last one in `Nats-Last-Consumer`. Everything else passes.
 
+use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::Arc;
@@ -39,6 +45,9 @@ struct Rules {
     no_heartbeats: AtomicBool,
     /// Whether idle heartbeats claim a consumer sequence never delivered.
     false_heartbeats: AtomicBool,
+    /// Bumped to stall every consumer known so far (see
+    /// [`Proxy::stall_consumers`]).
+    stall_generation: AtomicUsize,
 }
 
 impl Proxy {
@@ -97,29 +106,48 @@ impl Proxy {
     pub fn falsify_heartbeats(&self, falsify: bool) {
         self.rules.false_heartbeats.store(falsify, Ordering::SeqCst);
     }
+
+    /// Stalls, for good, every consumer that delivered through the proxy
+    /// so far: its deliveries are lost and its heartbeats claim the last
+    /// one that passed, so the client sees a live consumer with nothing to
+    /// deliver (a consumer stuck on the server). Consumers created later
+    /// pass.
+    pub fn stall_consumers(&self) {
+        self.rules.stall_generation.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 /// An idle heartbeat `HMSG` frame whose `Nats-Last-Consumer` header is
-/// raised by a million (the sizes on its first line fixed up).
-fn falsified(frame: &[u8]) -> Vec<u8> {
+/// `claim(the value sent)` (the sizes on its first line fixed up).
+fn falsified(frame: &[u8], claim: impl Fn(u64) -> u64) -> Vec<u8> {
     const HEADER: &str = "Nats-Last-Consumer: ";
     let text = String::from_utf8_lossy(frame);
     let Some(at) = text.find(HEADER).map(|i| i + HEADER.len()) else {
         return frame.to_vec();
     };
     let end = at + text[at..].find("\r\n").expect("a header line");
-    let claimed: u64 = text[at..end].parse().expect("a consumer sequence");
-    let raised = (claimed + 1_000_000).to_string();
-    let grown = raised.len() - (end - at);
-    let body = format!("{}{raised}{}", &text[..at], &text[end..]);
+    let sent: u64 = text[at..end].parse().expect("a consumer sequence");
+    let claimed = claim(sent).to_string();
+    let body = format!("{}{claimed}{}", &text[..at], &text[end..]);
+    let grown = body.len() as i64 - text.len() as i64;
     // The first line: HMSG <subject> <sid> [reply] <header size> <total size>.
     let line_end = body.find("\r\n").expect("a first line");
     let mut tokens: Vec<String> = body[..line_end].split(' ').map(str::to_owned).collect();
     let n = tokens.len();
     for token in &mut tokens[n - 2..] {
-        *token = (token.parse::<usize>().expect("a size") + grown).to_string();
+        *token = (token.parse::<i64>().expect("a size") + grown).to_string();
     }
     format!("{}{}", tokens.join(" "), &body[line_end..]).into_bytes()
+}
+
+/// The consumer sequence number of a JetStream delivery, from its reply
+/// subject (`$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer
+/// seq>...`), if the frame's first line is one.
+fn delivery(first_line: &str) -> Option<u64> {
+    let reply = first_line
+        .split_ascii_whitespace()
+        .find(|t| t.starts_with("$JS.ACK."))?;
+    reply.split('.').nth(6)?.parse().ok()
 }
 
 fn copy(mut from: TcpStream, mut to: TcpStream) {
@@ -129,6 +157,12 @@ fn copy(mut from: TcpStream, mut to: TcpStream) {
 
 fn filter(server: TcpStream, mut client: TcpStream, rules: &Rules) {
     let mut from = BufReader::new(server);
+    // The consumer sequence of the last delivery passed to the client, by
+    // subscription id (one per consumer).
+    let mut passed: HashMap<String, u64> = HashMap::new();
+    // The subscriptions stalled, and the generation that did it.
+    let mut stalled: HashSet<String> = HashSet::new();
+    let mut stalled_at = 0;
     let mut line = Vec::new();
     loop {
         line.clear();
@@ -173,7 +207,26 @@ fn filter(server: TcpStream, mut client: TcpStream, rules: &Rules) {
             continue;
         }
         if is_heartbeat && rules.false_heartbeats.load(Ordering::SeqCst) {
-            frame = falsified(&frame);
+            frame = falsified(&frame, |sent| sent + 1_000_000);
+        }
+        let generation = rules.stall_generation.load(Ordering::SeqCst);
+        if generation != stalled_at {
+            stalled_at = generation;
+            stalled.extend(passed.keys().cloned());
+        }
+        // Deliveries come on the message's own subject: the subscription
+        // id (`sid`) names the consumer's subscription.
+        let sid = text.split_ascii_whitespace().nth(2).unwrap_or("");
+        let stuck = stalled.contains(sid);
+        if let Some(consumer_seq) = delivery(&text) {
+            if stuck {
+                continue;
+            }
+            passed.insert(sid.to_owned(), consumer_seq);
+        }
+        if is_heartbeat && stuck {
+            let last = passed.get(sid).copied().unwrap_or(0);
+            frame = falsified(&frame, |_| last);
         }
         if client.write_all(&frame).is_err() {
             break;
