@@ -76,6 +76,7 @@
 //!   follower.rs   ordered consumers feeding the view, in stream order
 //!   gather.rs     messages → appends, each message checked as the one due
 //!   write.rs      appends and snapshots: decide, publish with expectation, ack
+//!     snapshot.rs snapshots: confirm the version, fold, publish, wait
 //!   pipeline.rs   many writes in flight, outcomes as one at a time
 //!     resolve.rs  a write in flight: acknowledgement, view, reply
 //!   submitter.rs  the node's writes queued to one submit task, in bursts

@@ -32,30 +32,26 @@
 //!      or not at all, so nothing is half stored; a client that retries
 //!      with its `event_id`s gets the original answer if it was stored.
 //!
-//! # A snapshot
-//!
-//! Decided the same way (version confirmed against the stream), folded on
-//! the view at that version, published to the aggregate's subject of the
-//! snapshot stream (the last message per subject), and answered once the
-//! snapshot follower has applied it.
+//! Snapshots: `write/snapshot.rs`.
 
 use super::Shared;
-use super::headers::{self, SNAPSHOT_SEQ, SNAPSHOT_VERSION};
+use super::headers;
 use super::subject;
-use crate::error::{AppendError, ConcurrencyError, InvalidAppend};
+use crate::error::{AppendError, InvalidAppend};
 use crate::protocol::BackendError;
 use crate::store::{Appended, Positions, Precheck, Prepared};
-use crate::types::{EventId, ExpectedVersion, JsonText, SequenceNumber, Version};
+use crate::types::{EventId, ExpectedVersion, SequenceNumber, Version};
 use async_nats::HeaderMap;
 use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
 use async_nats::jetstream::publish::PublishAck;
 use async_nats::jetstream::stream::DirectGetErrorKind;
 use bytes::Bytes;
 use std::hash::BuildHasher;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
+
+mod snapshot;
 
 const EXPECTED_LAST_SUBJECT_SEQUENCE: &str = "Nats-Expected-Last-Subject-Sequence";
 
@@ -383,118 +379,6 @@ impl Shared {
             Err(e) => return Err(classify(e.kind(), e.to_string())),
         };
         future.await.map_err(|e| classify(e.kind(), e.to_string()))
-    }
-
-    /// A snapshot (see the module docs).
-    pub(crate) async fn create_snapshot(
-        &self,
-        aggregate_id: &str,
-        expected: Option<Version>,
-        state: Option<JsonText<'_>>,
-    ) -> Result<Version, BackendError> {
-        let deadline = Instant::now() + self.config.unavailable_after;
-        let subject = subject::encode(&self.config.stream, aggregate_id);
-        loop {
-            if let Some(stopped) = self.stopped() {
-                return Err(stopped);
-            }
-            let (version, last_seq) = self.view.last_position(aggregate_id);
-            if let Some(e) = expected.filter(|&e| e != version) {
-                match self.confirm(&subject, last_seq, deadline).await? {
-                    None => {
-                        return Err(ConcurrencyError {
-                            expected: e,
-                            current: version,
-                        }
-                        .into());
-                    }
-                    Some(seq) => {
-                        self.wait_head(seq, deadline).await?;
-                        continue;
-                    }
-                }
-            }
-            let state = match state {
-                Some(given) => given.get().to_owned(),
-                None => {
-                    // Folded off the runtime's one worker (see `fold`).
-                    let view = Arc::clone(&self.view);
-                    let id = aggregate_id.to_owned();
-                    let replay = match fold(move || view.replay(&id, false)).await {
-                        Ok(replay) => replay,
-                        Err(why) => return Err(BackendError::Unavailable(why)),
-                    };
-                    if replay.events_replayed != version.0 {
-                        continue; // the follower moved it meanwhile
-                    }
-                    replay.state
-                }
-            };
-            return self
-                .publish_snapshot(aggregate_id, version, last_seq, state, deadline)
-                .await;
-        }
-    }
-
-    /// Publishes the snapshot `state` of `aggregate_id` at `version` (its
-    /// last event at `last_seq`) and waits until the view holds it.
-    pub(crate) async fn publish_snapshot(
-        &self,
-        aggregate_id: &str,
-        version: Version,
-        last_seq: SequenceNumber,
-        state: String,
-        deadline: Instant,
-    ) -> Result<Version, BackendError> {
-        let snapshot_subject = subject::encode(
-            &super::setup::snapshot_stream(&self.config.stream),
-            aggregate_id,
-        );
-        let state = Bytes::from(state.into_bytes());
-        loop {
-            let mut h = HeaderMap::new();
-            h.insert(SNAPSHOT_VERSION, version.0.to_string());
-            h.insert(SNAPSHOT_SEQ, last_seq.0.to_string());
-            match self.publish_one(&snapshot_subject, h, state.clone()).await {
-                Ok(ack) => {
-                    let mut rx = self.snapshots_applied.subscribe();
-                    let wait = deadline.max(Instant::now() + self.config.unavailable_after);
-                    return match tokio::time::timeout_at(wait, rx.wait_for(|&s| s >= ack.sequence))
-                        .await
-                    {
-                        Ok(Ok(_)) => Ok(version),
-                        _ => Err(self.stopped().unwrap_or_else(|| {
-                            unavailable(
-                                "the snapshot did not reach the view",
-                                self.config.unavailable_after,
-                            )
-                        })),
-                    };
-                }
-                Err(Failure::Refused(why)) => {
-                    return Err(BackendError::Unavailable(format!(
-                        "JetStream refused the snapshot: {why}"
-                    )));
-                }
-                Err(Failure::WrongLast) | Err(Failure::Transient(_))
-                    if Instant::now() < deadline =>
-                {
-                    tokio::time::sleep(REPUBLISH_PAUSE).await;
-                }
-                Err(Failure::WrongLast) => {
-                    return Err(unavailable(
-                        "the snapshot was not stored",
-                        self.config.unavailable_after,
-                    ));
-                }
-                Err(Failure::Transient(why)) => {
-                    return Err(unavailable(
-                        format!("no acknowledgement for the snapshot: {why}"),
-                        self.config.unavailable_after,
-                    ));
-                }
-            }
-        }
     }
 }
 

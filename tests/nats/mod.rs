@@ -100,11 +100,14 @@ impl Cluster {
             let name = format!("n{}", i + 1);
             let store = dir.join(&name);
             let config = dir.join(format!("{name}.conf"));
+            // A cluster name of its own: a server of another test
+            // process's cluster never joins this one.
             let text = format!(
                 "server_name: {name}\nlisten: 127.0.0.1:{client}\nhttp: 127.0.0.1:{http}\n\
                  log_file: \"{log}\"\n\
                  jetstream {{ store_dir: \"{store}\" }}\n\
-                 cluster {{\n  name: eventstore-test\n  listen: 127.0.0.1:{cluster}\n  routes: [{routes}]\n}}\n",
+                 cluster {{\n  name: eventstore-test-{pid}-{n}\n  listen: 127.0.0.1:{cluster}\n  routes: [{routes}]\n}}\n",
+                pid = std::process::id(),
                 log = dir.join(format!("{name}.log")).display(),
                 store = store.display(),
                 routes = routes.join(", "),
