@@ -61,12 +61,7 @@ fn a_consumer_recreated_from_the_start_does_not_stop_the_view() {
     let _turn = nats::one_cluster_at_a_time();
     let cluster = nats::Cluster::start();
     let urls = cluster.urls();
-    let first = urls
-        .split(',')
-        .next()
-        .and_then(|u| u.strip_prefix("nats://"))
-        .expect("a server URL");
-    let proxy = nats::proxy::Proxy::start(first);
+    let proxy = cluster.proxy_to_first();
     let direct = ["--nats", urls.as_str(), "--nats-stream", "recover"];
     let proxied = ["--nats", &proxy.url(), "--nats-stream", "recover"];
 
@@ -127,13 +122,7 @@ fn a_consumer_recreated_from_the_start_does_not_stop_the_view() {
 fn a_consumer_stuck_on_the_server_is_replaced_while_a_write_waits() {
     let _turn = nats::one_cluster_at_a_time();
     let cluster = nats::Cluster::start();
-    let urls = cluster.urls();
-    let first = urls
-        .split(',')
-        .next()
-        .and_then(|u| u.strip_prefix("nats://"))
-        .expect("a server URL");
-    let proxy = nats::proxy::Proxy::start(first);
+    let proxy = cluster.proxy_to_first();
     let args = [
         "--nats",
         &proxy.url(),

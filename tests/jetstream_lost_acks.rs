@@ -35,13 +35,7 @@ fn append_losing_its_ack(
 fn an_append_whose_acknowledgement_is_lost_is_stored_once_and_answered_as_stored() {
     let _turn = nats::one_cluster_at_a_time();
     let cluster = nats::Cluster::start();
-    let first = cluster.urls();
-    let first = first
-        .split(',')
-        .next()
-        .and_then(|u| u.strip_prefix("nats://"))
-        .expect("a server URL");
-    let proxy = nats::proxy::Proxy::start(first);
+    let proxy = cluster.proxy_to_first();
     let args = [
         "--nats",
         &proxy.url(),

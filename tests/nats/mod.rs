@@ -152,6 +152,11 @@ impl Cluster {
             .join(",")
     }
 
+    /// A proxy (`proxy.rs`) in front of the first server.
+    pub fn proxy_to_first(&self) -> proxy::Proxy {
+        proxy::Proxy::start(&format!("127.0.0.1:{}", self.servers[0].client_port))
+    }
+
     /// Waits until every running server reports JetStream healthy (a meta
     /// leader known): `GET /healthz` answers 200.
     pub fn wait_ready(&self) {
