@@ -65,7 +65,10 @@ impl Progress {
                         "front end {w}: last request {last}\nstderr:\n{stderr}\n"
                     ));
                 }
-                panic!("writers stalled before {n} rounds\n{report}");
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64());
+                panic!("writers stalled before {n} rounds (now {now:.3})\n{report}");
             }
             thread::sleep(Duration::from_millis(20));
         }
