@@ -60,9 +60,10 @@ fn retry(e: impl std::fmt::Display) -> Stop {
 /// recreates itself when heartbeats stop, but nothing checks that it
 /// delivers what the stream holds: a consumer stuck in its recreation, or
 /// fed by a stuck server, would leave every write waiting for the view
-/// (error 11) for as long as it lasts. So when a whole period passes with
-/// no message while a writer waits for an acknowledged event the view does
-/// not hold, the follower starts a new consumer from its head.
+/// (error 11) for as long as it lasts. So when a writer (or a catch-up)
+/// has waited a whole period, with no message, for an acknowledged event
+/// the view does not hold, the follower starts a new consumer from its
+/// head: 5 to 10 s after the wait began.
 const WATCHDOG_PERIOD: Duration = Duration::from_secs(5);
 
 /// Pause before a new consumer after a failure.
@@ -158,16 +159,21 @@ async fn events_once(shared: &Shared) -> Stop {
     };
     let mut gatherer = Gatherer::new(next);
     let mut watchdog = pin!(tokio::time::sleep(WATCHDOG_PERIOD));
+    // Whether no message came since the last tick, and what a writer
+    // waited for above the head at that tick.
     let mut quiet = true;
+    let mut awaited = None;
     loop {
         let message = match select(messages.next(), watchdog.as_mut()).await {
             Either::Left((Some(message), _)) => message,
             Either::Left((None, _)) => break,
             Either::Right(((), _)) => {
-                if let Some(stop) = stalled(shared, quiet) {
+                if let Some(stop) = stalled(shared, quiet, awaited) {
                     return stop;
                 }
                 quiet = true;
+                let head = shared.view.head().0;
+                awaited = shared.head.awaited().filter(|&seq| seq > head);
                 watchdog.as_mut().reset(Instant::now() + WATCHDOG_PERIOD);
                 continue;
             }
@@ -209,13 +215,16 @@ async fn events_once(shared: &Shared) -> Stop {
 }
 
 /// The watchdog's check, once a period: `Some` (start a new consumer) when
-/// no message came in the whole period (`quiet`) while a writer waits for
-/// an event the stream acknowledged beyond the view's head.
-fn stalled(shared: &Shared, quiet: bool) -> Option<Stop> {
+/// a writer already waited at the last tick for an event the stream
+/// acknowledged beyond the view's head (`awaited`), and no message came in
+/// the whole period since (`quiet`): that writer waited a whole period for
+/// nothing. (Not just a writer waiting now: one that started waiting right
+/// before the tick would find a healthy consumer replaced.)
+fn stalled(shared: &Shared, quiet: bool, awaited: Option<u64>) -> Option<Stop> {
     let head = shared.view.head().0;
-    let awaited = shared.head.awaited().filter(|&seq| quiet && seq > head)?;
+    let awaited = awaited.filter(|&seq| quiet && seq > head)?;
     Some(Stop::Retry(format!(
-        "no message for {WATCHDOG_PERIOD:?} while a write waits for {awaited} (the view is at {head})"
+        "no message for {WATCHDOG_PERIOD:?} while a write waited for {awaited} (the view is at {head})"
     )))
 }
 

@@ -354,10 +354,11 @@ impl JetStream {
             let snapshots = last_sequence(&shared.snapshots, deadline)
                 .await
                 .ok_or_else(|| unavailable("reading the snapshot stream's last sequence"))?;
-            let mut head = shared.head.subscribe();
             let mut snaps = shared.snapshots_applied.subscribe();
             let caught_up = async {
-                head.wait_for(|&h| h >= events).await.is_ok()
+                // Through `Head::wait`, as writers wait: the stream holds
+                // `events`, so the follower's watchdog may act on it.
+                shared.head.wait(events).await.is_ok()
                     && snaps.wait_for(|&s| s >= snapshots).await.is_ok()
             };
             match tokio::time::timeout_at(deadline, caught_up).await {

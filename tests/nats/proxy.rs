@@ -107,8 +107,8 @@ impl Proxy {
         self.rules.false_heartbeats.store(falsify, Ordering::SeqCst);
     }
 
-    /// Stalls, for good, every consumer that delivered through the proxy
-    /// so far: its deliveries are lost and its heartbeats claim the last
+    /// Stalls, for good, every consumer that delivered (or sent a
+    /// heartbeat) through the proxy so far: its deliveries are lost and its heartbeats claim the last
     /// one that passed, so the client sees a live consumer with nothing to
     /// deliver (a consumer stuck on the server). Consumers created later
     /// pass.
@@ -141,13 +141,21 @@ fn falsified(frame: &[u8], claim: impl Fn(u64) -> u64) -> Vec<u8> {
 }
 
 /// The consumer sequence number of a JetStream delivery, from its reply
-/// subject (`$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer
-/// seq>...`), if the frame's first line is one.
+/// subject, if the frame's first line is one: `$JS.ACK.<stream>.<consumer>.
+/// <delivered>.<stream seq>.<consumer seq>.<time>.<pending>` (9 tokens), or
+/// the form with `<domain>.<account hash>` after `ACK` and a token at the
+/// end (12).
 fn delivery(first_line: &str) -> Option<u64> {
     let reply = first_line
         .split_ascii_whitespace()
         .find(|t| t.starts_with("$JS.ACK."))?;
-    reply.split('.').nth(6)?.parse().ok()
+    let tokens: Vec<&str> = reply.split('.').collect();
+    let at = match tokens.len() {
+        9 => 6,
+        n if n >= 12 => 8,
+        _ => return None,
+    };
+    tokens[at].parse().ok()
 }
 
 fn copy(mut from: TcpStream, mut to: TcpStream) {
@@ -223,6 +231,11 @@ fn filter(server: TcpStream, mut client: TcpStream, rules: &Rules) {
                 continue;
             }
             passed.insert(sid.to_owned(), consumer_seq);
+        }
+        if is_heartbeat {
+            // A consumer that delivered nothing yet is known by its
+            // heartbeats (it has delivered up to 0).
+            passed.entry(sid.to_owned()).or_insert(0);
         }
         if is_heartbeat && stuck {
             let last = passed.get(sid).copied().unwrap_or(0);
