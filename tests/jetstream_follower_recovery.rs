@@ -7,7 +7,9 @@
 //! delivered, and it delivered none), and messages the view already holds
 //! come again. The view must start a new consumer from its head, not stop:
 //! writes through this front end still succeed, and its view stays equal
-//! to another front end's.
+//! to another front end's. And a consumer stuck on the server (deliveries
+//! lost, heartbeats going on): the follower's watchdog replaces it, for a
+//! write waiting and for a library `catch_up` waiting.
 
 #![cfg(feature = "jetstream")]
 
@@ -155,4 +157,42 @@ fn a_consumer_stuck_on_the_server_is_replaced_while_a_write_waits() {
         stderr.contains("Events follower restarts: no message for"),
         "the watchdog did not start a new consumer:\n{stderr}"
     );
+}
+
+/// The same stuck consumer on a library front end that only reads: its
+/// `catch_up` waits for the stream's last event the way writers wait, so
+/// the watchdog replaces the consumer and a later `catch_up` succeeds.
+#[test]
+fn a_catch_up_waiting_on_a_stuck_consumer_gets_it_replaced() {
+    use eventstore::jetstream::{JetStream, JetStreamConfig};
+    use eventstore::{ExpectedVersion, NewEvent, SequenceNumber};
+    let _turn = nats::one_cluster_at_a_time();
+    let cluster = nats::Cluster::start();
+    let proxy = cluster.proxy_to_first();
+    let connect = |url: &str| {
+        let mut config = JetStreamConfig::new(url);
+        config.stream = "catchup".to_owned();
+        config.unavailable_after = Duration::from_secs(3);
+        JetStream::connect(config).expect("connect")
+    };
+    let writer = connect(&cluster.urls());
+    let reader = connect(&proxy.url());
+    let data = serde_json::value::RawValue::from_string("{}".to_owned()).expect("json");
+    let append = || {
+        writer
+            .append("acct-1", ExpectedVersion::Any, &[NewEvent::new("E", &data)])
+            .expect("append")
+    };
+    append();
+    assert_eq!(reader.catch_up().expect("caught up"), SequenceNumber(1));
+
+    proxy.stall_consumers();
+    append();
+    // Stalled: the first tries give up; the watchdog's new consumer then
+    // brings the event.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while reader.catch_up().is_err() {
+        assert!(Instant::now() < deadline, "the reader never caught up");
+    }
+    assert_eq!(reader.view().head(), SequenceNumber(2));
 }
