@@ -19,9 +19,10 @@
 //! head. So a waiter either reads the raised head under the lock, or was
 //! registered before the drain took the lock and is drained by it.
 //!
-//! The watch channel stays for the waits that are not per append (the
-//! catch-up at start, the snapshot follower, the node's idle pusher in
-//! `head_watch.rs`), each a single receiver.
+//! The catch-up (`JetStream::catch_up`, and at start) waits here too: what
+//! it waits for is in the stream, so the follower's watchdog may act on it
+//! ([`Head::awaited`]). The watch channel stays for the snapshot follower
+//! and the node's idle pusher (`head_watch.rs`), each a single receiver.
 
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
